@@ -1,0 +1,1 @@
+"""minidiff.kernels: hand-written Triton kernels, each proven equal to minidiff.reference."""

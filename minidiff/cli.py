@@ -1,0 +1,50 @@
+"""The command line: `python -m minidiff {train,sample,eval,data} ...`.
+
+Each subcommand lives in `minidiff/commands/<name>.py` and provides two functions:
+`add_arguments(parser)` and `main(args) -> int`. This file only dispatches, and it is the one place
+that turns bad input into one clear line and exit code 2 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import MinidiffError
+
+COMMANDS = {
+    "train": "train a ContextUnet on sprites (built-in, .npy files or an image folder)",
+    "sample": "generate sprites from a trained run (DDPM, DDIM, class control, guidance)",
+    "eval": "measure samples: FID, conditional accuracy, memorisation, speed",
+    "data": "preview or export a dataset",
+}
+
+# Errors that mean "the input was wrong", not "minidiff is broken": reported in one line.
+USER_ERRORS = (MinidiffError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError,
+               NotADirectoryError, FileExistsError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minidiff", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, help_text in COMMANDS.items():
+        module = importlib.import_module(f"minidiff.commands.{name}")
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(sub_parser)
+        sub_parser.set_defaults(_run=module.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # argparse itself exits with code 2 on unknown flags
+    try:
+        return int(args._run(args) or 0)
+    except USER_ERRORS as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"minidiff {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"minidiff {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""minidiff.reference: the NumPy specification of the diffusion math (float64, NumPy only)."""

@@ -1,0 +1,25 @@
+"""Test-wide settings.
+
+Hypothesis draws every seed and shape. Profiles, chosen by HYPOTHESIS_PROFILE (CI sets CI=true,
+which picks "ci"):
+- "ci": derandomized (the same examples on every run, so CI is reproducible), fewer examples;
+- "dev": random, more examples, for hunting counterexamples locally.
+`deadline=None` everywhere: the Triton interpreter and the first torch call are slow to warm up.
+"""
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    deadline=None,
+    max_examples=25,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile("dev", deadline=None, max_examples=100, print_blob=True)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev")
+)
