@@ -1,0 +1,98 @@
+"""Noise schedules: the tables every other part of minidiff reads.
+
+Notation (DDPM, Ho et al. 2020; DDIM, Song et al. 2021), all arrays of length T + 1 indexed by
+the timestep t, with t = 0 the clean image:
+
+| name             | symbol            | meaning                                          |
+|------------------|-------------------|--------------------------------------------------|
+| `beta`           | beta_t            | variance of the noise added at step t            |
+| `alpha`          | alpha_t           | 1 - beta_t                                       |
+| `alpha_bar`      | alpha_bar_t       | signal kept after t steps; alpha_bar_0 = 1       |
+| `alpha_bar_prev` | alpha_bar_{t-1}   | alpha_bar shifted by one; 1 at t = 0             |
+| `beta_tilde`     | beta~_t           | posterior variance, DDPM eq. (7); 0 at t = 0     |
+
+This module is the specification: NumPy only, float64, plain and explicit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+KINDS = ("linear", "cosine")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The tables of one noise schedule, each a float64 array of length T + 1 indexed by t."""
+
+    kind: str
+    T: int
+    beta: np.ndarray
+    alpha: np.ndarray
+    alpha_bar: np.ndarray
+    alpha_bar_prev: np.ndarray
+    beta_tilde: np.ndarray
+
+
+def make_schedule(kind: str = "linear", T: int = 500, beta1: float = 1e-4, beta2: float = 0.02):
+    """Build the schedule tables.
+
+    `linear` is the course's schedule, reproduced exactly, quirk included:
+    beta_t = (beta2 - beta1) * t / T + beta1 for t = 0..T, and alpha_bar_t is the cumulative
+    product of alpha_s over s = 0..t, *index 0 included*, after which alpha_bar_0 is set to 1.
+    For t >= 1 the course's alpha_bar therefore carries one factor (1 - beta1) more than DDPM's
+    alpha_bar_t = prod_{s=1..t} alpha_s, and alpha_bar_1 != alpha_1 * alpha_bar_0.
+
+    `cosine` is Nichol & Dhariwal (2021) eq. (17): alpha_bar_t = f(t) / f(0) with
+    f(t) = cos^2(pi / 2 * (t / T + s) / (1 + s)), s = 0.008, and beta_t = 1 - alpha_bar_t /
+    alpha_bar_{t-1} clipped at 0.999 (their section 3.2); beta1 and beta2 are not used.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind={kind!r} is not a schedule; valid: {', '.join(KINDS)}")
+    if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
+        raise ValueError(f"T={T!r} must be an integer >= 1")
+    T = int(T)
+    t = np.arange(T + 1, dtype=np.float64)
+    if kind == "linear":
+        for name, value in (("beta1", beta1), ("beta2", beta2)):
+            if not 0.0 < value < 1.0:
+                raise ValueError(f"{name}={value!r} must lie in the open interval (0, 1)")
+        if beta2 < beta1:
+            raise ValueError(f"beta2={beta2!r} must be >= beta1={beta1!r}")
+        beta = (beta2 - beta1) * t / T + beta1
+        alpha = 1.0 - beta
+        alpha_bar = np.cumprod(alpha)  # the course's product includes s = 0
+        alpha_bar[0] = 1.0
+    else:
+        s = 0.008
+        f = np.cos(np.pi / 2 * (t / T + s) / (1 + s)) ** 2
+        alpha_bar_unclipped = f / f[0]
+        beta = np.zeros(T + 1)
+        beta[1:] = np.minimum(1.0 - alpha_bar_unclipped[1:] / alpha_bar_unclipped[:-1], 0.999)
+        alpha = 1.0 - beta
+        alpha_bar = np.cumprod(alpha)  # alpha_0 = 1, so this is prod_{s=1..t} alpha_s
+    alpha_bar_prev = np.concatenate([[1.0], alpha_bar[:-1]])
+    beta_tilde = np.zeros(T + 1)
+    # DDPM eq. (7): posterior variance of q(x_{t-1} | x_t, x0)
+    beta_tilde[1:] = (1.0 - alpha_bar_prev[1:]) / (1.0 - alpha_bar[1:]) * beta[1:]
+    return Schedule(kind, T, beta, alpha, alpha_bar, alpha_bar_prev, beta_tilde)
+
+
+def check_timesteps(t, T: int, name: str = "t", low: int = 1) -> np.ndarray:
+    """Return `t` as an int64 array, or raise if any entry lies outside [low, T]."""
+    t = np.asarray(t)
+    if t.dtype.kind not in "iu":
+        raise ValueError(f"{name} must hold integers, got dtype {t.dtype}")
+    if t.size and (t.min() < low or t.max() > T):
+        bad = t[(t < low) | (t > T)].flat[0]
+        raise ValueError(f"{name}={bad} is outside the valid range [{low}, {T}]")
+    return t.astype(np.int64)
+
+
+def per_sample(table: np.ndarray, t: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Gather table[t] for a batch and shape it (B, 1, ..., 1) to broadcast against x."""
+    if t.ndim != 1 or t.shape[0] != x.shape[0]:
+        raise ValueError(f"t must have shape ({x.shape[0]},) to match x, got {t.shape}")
+    return table[t].reshape((-1,) + (1,) * (x.ndim - 1))
