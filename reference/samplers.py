@@ -43,7 +43,9 @@ def ddpm_step(x_t, eps, t, schedule: Schedule, z, variance: str = "beta") -> np.
     x_t, eps, z = (np.asarray(a, dtype=np.float64) for a in (x_t, eps, z))
     _check_same_shape(x_t=x_t, eps=eps, z=z)
     t = check_timesteps(t, schedule.T)
-    s1, s2, s3 = (per_sample(c, t, x_t) for c in ddpm_coefficients(t, schedule, variance))
+    if t.shape != (x_t.shape[0],):
+        raise ValueError(f"t must have shape ({x_t.shape[0]},) to match x_t, got {t.shape}")
+    s1, s2, s3 = (c.reshape((-1,) + (1,) * (x_t.ndim - 1)) for c in ddpm_coefficients(t, schedule, variance))
     return s1 * (x_t - s2 * eps) + s3 * z
 
 

@@ -1,0 +1,94 @@
+"""Noise schedules in torch: the reference's tables, moved to a device.
+
+The tables are computed once by `minidiff.reference.schedules` (float64, NumPy) and copied into
+float64 tensors here, so the torch side cannot drift from the specification. Notation as there:
+`beta`, `alpha`, `alpha_bar`, `alpha_bar_prev`, `beta_tilde`, each of length T + 1 indexed by t.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from .reference import schedules as reference
+
+TABLES = ("beta", "alpha", "alpha_bar", "alpha_bar_prev", "beta_tilde")
+KINDS = reference.KINDS
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Torch twin of `minidiff.reference.Schedule`: float64 tensors of length T + 1."""
+
+    kind: str
+    T: int
+    beta: torch.Tensor
+    alpha: torch.Tensor
+    alpha_bar: torch.Tensor
+    alpha_bar_prev: torch.Tensor
+    beta_tilde: torch.Tensor
+
+    @classmethod
+    def from_reference(cls, ref: reference.Schedule) -> "Schedule":
+        tables = {name: torch.from_numpy(getattr(ref, name).copy()) for name in TABLES}
+        return cls(kind=ref.kind, T=ref.T, **tables)
+
+    def to(self, device: torch.device | str | None) -> "Schedule":
+        """The same tables on `device` (float32 on Apple's MPS, which has no float64)."""
+        if device is None:
+            return self
+        device = torch.device(device)
+        dtype = torch.float32 if device.type == "mps" else torch.float64
+        moved = {name: getattr(self, name).to(device, dtype) for name in TABLES}
+        return dataclasses.replace(self, **moved)
+
+    @property
+    def device(self) -> torch.device:
+        return self.beta.device
+
+
+def make_schedule(
+    kind: str = "linear",
+    T: int = 500,
+    beta1: float = 1e-4,
+    beta2: float = 0.02,
+    device: torch.device | str | None = None,
+) -> Schedule:
+    """`minidiff.reference.make_schedule`, as tensors on `device` (see it for the formulas)."""
+    return Schedule.from_reference(reference.make_schedule(kind, T, beta1, beta2)).to(device)
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """float32 for half-precision inputs, else x's own floating dtype: the step math never runs
+    in fp16/bf16, whose 3-digit precision loses the small differences a step makes."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def check_timesteps(t, T: int, x: torch.Tensor, name: str = "t", low: int = 1) -> torch.Tensor:
+    """Return t as an int64 tensor of shape (B,) on x's device, checked to lie in [low, T].
+
+    An int means the same timestep for every sample. (Checking a CUDA tensor waits for the GPU.)
+    """
+    if isinstance(t, int):
+        t = torch.full((x.shape[0],), t, dtype=torch.int64)
+    t = torch.as_tensor(t)
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integers, got dtype {t.dtype}")
+    if t.ndim != 1 or t.shape[0] != x.shape[0]:
+        raise ValueError(f"{name} must have shape ({x.shape[0]},) to match x, got {tuple(t.shape)}")
+    if t.numel():
+        lo, hi = int(t.min()), int(t.max())
+        if lo < low or hi > T:
+            raise ValueError(f"{name}={lo if lo < low else hi} is outside the valid range [{low}, {T}]")
+    return t.to(x.device, torch.int64)
+
+
+def extract(table: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """table[t] for each sample, shaped (B, 1, ..., 1) to broadcast against x.
+
+    Kept in the table's float64: callers combine coefficients (1 - alpha_bar_t, square roots)
+    first and cast once, because 1 - alpha_bar_t near t = 1 loses most of its digits in float32.
+    """
+    return table[t].reshape((-1,) + (1,) * (x.ndim - 1))

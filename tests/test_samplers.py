@@ -1,0 +1,162 @@
+"""DDPM and DDIM steps: the reference's invariants, torch == reference, and bad input."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import assume, example, given
+from hypothesis import strategies as st
+
+import minidiff
+from compare import TOLERANCE, assert_close
+from minidiff.reference import ddim_step, ddim_timesteps, ddpm_step, make_schedule, q_sample
+from strategies import normal, schedules, seeds, shapes, timesteps
+
+
+def consistent(s, t):
+    """Timesteps where alpha_bar_t = alpha_t * alpha_bar_{t-1}: every t of a cosine schedule,
+    every t >= 2 of the course's linear one (whose alpha_bar_1 has an extra factor)."""
+    return np.isclose(s.alpha_bar[t], s.alpha[t] * s.alpha_bar_prev[t], rtol=1e-12)
+
+
+def column(a):
+    return a.reshape(-1, 1, 1, 1)
+
+
+@given(schedules(), shapes, seeds)
+def test_ddpm_step_with_true_noise_is_the_posterior_mean(s, shape, seed):
+    x0, eps = normal(seed, shape), normal(seed + 1, shape)
+    t = timesteps(seed, shape[0], s.T)
+    assume(consistent(s, t).all())
+    x_t = q_sample(x0, t, eps, s)
+    a, ab, ab_prev, b = (column(v[t]) for v in (s.alpha, s.alpha_bar, s.alpha_bar_prev, s.beta))
+    # DDPM eq. (7): mean of q(x_{t-1} | x_t, x0)
+    mu_tilde = np.sqrt(ab_prev) * b / (1 - ab) * x0 + np.sqrt(a) * (1 - ab_prev) / (1 - ab) * x_t
+    np.testing.assert_allclose(ddpm_step(x_t, eps, t, s, np.zeros(shape)), mu_tilde, atol=1e-9)
+
+
+@given(shapes, seeds)
+def test_ddpm_last_step_recovers_x0(shape, seed):
+    s = make_schedule("cosine")
+    x0, eps, z = normal(seed, shape), normal(seed + 1, shape), normal(seed + 2, shape)
+    t = np.ones(shape[0], dtype=np.int64)
+    # z is ignored at t = 1 (no fresh noise on the last step)
+    np.testing.assert_allclose(ddpm_step(q_sample(x0, t, eps, s), eps, t, s, z), x0, atol=1e-9)
+
+
+def test_course_schedule_last_step_misses_x0_by_its_extra_factor():
+    """With the course's alpha_bar_1 the last DDPM step does not land exactly on x0; this is the
+    size of the miss, which minidiff keeps for fidelity and states here."""
+    s = make_schedule()
+    x0, eps = np.ones((1, 1)), np.ones((1, 1))
+    t = np.array([1])
+    got = ddpm_step(q_sample(x0, t, eps, s), eps, t, s, np.zeros((1, 1)))
+    a, ab, b = s.alpha[1], s.alpha_bar[1], s.beta[1]
+    expected = (np.sqrt(ab) + np.sqrt(1 - ab) - b / np.sqrt(1 - ab)) / np.sqrt(a)
+    assert got[0, 0] == pytest.approx(expected, rel=1e-12)
+    assert abs(got[0, 0] - 1) > 1e-3
+
+
+@given(schedules(), shapes, seeds, st.booleans())
+def test_ddim_eta0_is_deterministic_and_lands_on_q_sample(s, shape, seed, use_z):
+    x0, eps = normal(seed, shape), normal(seed + 1, shape)
+    t = timesteps(seed, shape[0], s.T)
+    s_prev = np.random.default_rng(seed).integers(0, t)  # any earlier step, 0 included
+    x_t = q_sample(x0, t, eps, s)
+    z = normal(seed + 2, shape) if use_z else None
+    x_s = ddim_step(x_t, eps, t, s_prev, s, eta=0.0, z=z)
+    np.testing.assert_array_equal(x_s, ddim_step(x_t, eps, t, s_prev, s, eta=0.0))
+    # recovering x0 divides by sqrt(alpha_bar_t): float64 rounding grows by that factor
+    atol = 1e-13 / np.sqrt(s.alpha_bar[t].min())
+    np.testing.assert_allclose(x_s, q_sample(x0, s_prev, eps, s), rtol=1e-9, atol=atol)
+
+
+@given(schedules(), shapes, seeds)
+def test_ddim_eta1_between_consecutive_steps_has_posterior_variance(s, shape, seed):
+    x_t, eps, z = normal(seed, shape), normal(seed + 1, shape), normal(seed + 2, shape)
+    t = timesteps(seed, shape[0], s.T)
+    assume(consistent(s, t).all())
+    added = ddim_step(x_t, eps, t, t - 1, s, eta=1.0, z=z) - ddim_step(x_t, eps, t, t - 1, s, 1.0, 0 * z)
+    np.testing.assert_allclose(added, np.sqrt(column(s.beta_tilde[t])) * z, atol=1e-9)
+
+
+@given(st.integers(1, 1000), st.data())
+@example(500, None)
+def test_ddim_timesteps(T, data):
+    n = 25 if data is None else data.draw(st.integers(1, T))
+    for spacing in ("course", "uniform"):
+        ts = ddim_timesteps(T, n, spacing)
+        assert ts[0] == T and ts[-1] == 0 and np.all(np.diff(ts) < 0)
+    assert list(ddim_timesteps(T, n, "course")) == [*range(T, 0, -(T // n)), 0]
+    uniform = ddim_timesteps(T, n, "uniform")
+    assert len(uniform) == n + 1 and (n == 1 or uniform[-2] == 1)
+
+
+# --- torch == reference --------------------------------------------------------------------------
+
+variances = st.sampled_from(["beta", "beta_tilde", "none"])
+
+
+@given(schedules(max_T=600), shapes, seeds, st.sampled_from(list(TOLERANCE)), variances)
+@example(make_schedule(), (1, 3, 16, 16), 0, torch.float32, "beta")
+def test_torch_ddpm_step_matches_reference(s, shape, seed, dtype, variance):
+    x_t, eps, z = (torch.from_numpy(normal(seed + i, shape)).to(dtype) for i in range(3))
+    t = timesteps(seed, shape[0], s.T)
+    actual = minidiff.ddpm_step(x_t, eps, torch.from_numpy(t), minidiff.Schedule.from_reference(s),
+                                z, variance)
+    expected = ddpm_step(*(v.double().numpy() for v in (x_t, eps)), t, s, z.double().numpy(),
+                         variance)
+    assert_close(actual, expected, torch.promote_types(dtype, torch.float32), what="ddpm_step")
+
+
+@given(schedules(max_T=600), shapes, seeds, st.sampled_from(list(TOLERANCE)),
+       st.sampled_from([0.0, 0.5, 1.0]), st.booleans())
+def test_torch_ddim_step_matches_reference(s, shape, seed, dtype, eta, clip_x0):
+    x_t, eps, z = (torch.from_numpy(normal(seed + i, shape)).to(dtype) for i in range(3))
+    t = timesteps(seed, shape[0], s.T)
+    s_prev = np.random.default_rng(seed).integers(0, t)
+    actual = minidiff.ddim_step(x_t, eps, torch.from_numpy(t), torch.from_numpy(s_prev),
+                                minidiff.Schedule.from_reference(s), eta, z, clip_x0)
+    expected = ddim_step(*(v.double().numpy() for v in (x_t, eps)), t, s_prev, s, eta,
+                         z.double().numpy(), clip_x0)
+    # x0_pred divides by sqrt(alpha_bar_t), which amplifies float32 rounding late in a schedule
+    scale = 1 / np.sqrt(s.alpha_bar[t].min())
+    compute = torch.promote_types(dtype, torch.float32)
+    atol, rtol = TOLERANCE[compute]
+    assert_close(actual, expected, compute, atol=atol * scale, rtol=rtol, what="ddim_step")
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+S = make_schedule()
+X = np.zeros((2, 3))
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: ddpm_step(X, X, [0, 1], S, X), r"t=0 is outside the valid range \[1, 500\]"),
+        (lambda: ddpm_step(X, X, [1, 1], S, X, "sigma"), "variance='sigma'"),
+        (lambda: ddpm_step(X, np.zeros((2, 4)), [1, 1], S, X), r"eps has shape \(2, 4\)"),
+        (lambda: ddim_step(X, X, [5, 5], [5, 1], S), "s=5 must be earlier than t"),
+        (lambda: ddim_step(X, X, [5, 5], [1, 1], S, eta=1.5), r"eta=1.5 is outside .*\[0, 1\]"),
+        (lambda: ddim_step(X, X, [5, 5], [1, 1], S, eta=0.5), "needs fresh noise z"),
+        (lambda: ddim_timesteps(500, 0), r"n=0 steps is outside the valid range \[1, 500\]"),
+        (lambda: ddim_timesteps(500, 25, "log"), "spacing='log'"),
+    ],
+)
+def test_reference_rejects_bad_input(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_torch_rejects_bad_input():
+    s = minidiff.make_schedule()
+    x = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match="t=501"):
+        minidiff.ddpm_step(x, x, torch.tensor([1, 501]), s, x)
+    with pytest.raises(ValueError, match="s=3 must be earlier"):
+        minidiff.ddim_step(x, x, 3, 3, s)
+    with pytest.raises(ValueError, match=r"z has shape \(2, 4\)"):
+        minidiff.ddpm_step(x, x, 5, s, torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="needs fresh noise"):
+        minidiff.ddpm_step(x, x, 5, s, None)

@@ -1,0 +1,77 @@
+"""The schedule tables: anchors from the course, invariants, and the torch copy."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import example, given
+
+from minidiff import make_schedule as make_schedule_torch
+from minidiff.reference import make_schedule
+from minidiff.reference.schedules import check_timesteps
+from strategies import schedules
+
+
+def test_course_anchors():
+    """Float64 values of the course's schedule (COURSE.md), extra factor included."""
+    s = make_schedule()
+    assert s.beta.shape == (501,)
+    assert s.beta[1] == pytest.approx(1.398e-4, rel=1e-12)
+    assert s.alpha_bar[0] == 1.0
+    assert s.alpha_bar[1] == pytest.approx(0.99976021, abs=5e-9)
+    assert s.alpha_bar[250] == pytest.approx(0.278560, abs=5e-7)
+    assert s.alpha_bar[500] == pytest.approx(6.28876e-3, rel=1e-5)
+    # the course's quirk: alpha_bar_1 carries (1 - beta_0) as well as alpha_1
+    assert s.alpha_bar[1] == pytest.approx(s.alpha[0] * s.alpha[1], rel=1e-15)
+
+
+@given(schedules())
+@example(make_schedule("linear", 1, 1e-4, 1e-4))
+@example(make_schedule("cosine", 1))
+def test_alpha_bar_decreases_strictly_within_0_1(s):
+    assert s.alpha_bar[0] == 1.0
+    assert np.all(np.diff(s.alpha_bar) < 0)
+    assert np.all(s.alpha_bar > 0) and np.all(s.alpha_bar <= 1)
+
+
+@given(schedules())
+def test_posterior_variance_below_beta(s):
+    assert np.all(s.beta_tilde[1:] <= s.beta[1:])
+    assert np.all(s.beta_tilde >= 0)
+    np.testing.assert_array_equal(s.alpha_bar_prev[1:], s.alpha_bar[:-1])
+
+
+@given(schedules(kinds=("cosine",)))
+def test_cosine_beta_is_clipped(s):
+    assert s.beta.max() <= 0.999
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(kind="quadratic"), "quadratic"),
+        (dict(T=0), "T=0"),
+        (dict(T=2.5), "T=2.5"),
+        (dict(beta1=0.0), "beta1=0.0"),
+        (dict(beta2=1.0), "beta2=1.0"),
+        (dict(beta1=0.02, beta2=1e-4), "beta2=0.0001 must be >= beta1"),
+    ],
+)
+def test_invalid_schedules_name_the_argument(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_schedule(**kwargs)
+
+
+def test_timesteps_outside_range_are_named():
+    with pytest.raises(ValueError, match=r"t=501 is outside the valid range \[1, 500\]"):
+        check_timesteps(np.array([3, 501]), 500)
+    with pytest.raises(ValueError, match="integers"):
+        check_timesteps(np.array([1.5]), 500)
+
+
+@given(schedules(max_T=600))
+def test_torch_tables_are_the_reference_tables(s):
+    t = make_schedule_torch(s.kind, s.T, *(() if s.kind == "cosine" else (s.beta[0], s.beta[-1])))
+    for name in ("beta", "alpha", "alpha_bar", "alpha_bar_prev", "beta_tilde"):
+        table = getattr(t, name)
+        assert table.dtype == torch.float64
+        np.testing.assert_allclose(table.numpy(), getattr(s, name), rtol=1e-12, atol=0)
