@@ -13,7 +13,7 @@ import triton.language as tl
 from compare import assert_close
 from hypothesis import example, given
 from hypothesis import strategies as st
-from minidiff.kernels import runtime  # before triton: picks the interpreter without CUDA
+from minidiff.kernels import runtime  # picks the interpreter when there is no CUDA device
 from minidiff.reference import philox as ref
 
 from minidiff import philox as torch_philox
