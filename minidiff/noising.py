@@ -2,6 +2,8 @@
 
 x_t = sqrt(alpha_bar_t) * x0 + sqrt(1 - alpha_bar_t) * eps (DDPM eq. 4). Not the course's
 notebook form, which leaves the square root off the noise coefficient; see the reference.
+
+Tutorial: tutorials/01_noising.py.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 The tables are computed once by `minidiff.reference.schedules` (float64, NumPy) and copied into
 float64 tensors here, so the torch side cannot drift from the specification. Notation as there:
 `beta`, `alpha`, `alpha_bar`, `alpha_bar_prev`, `beta_tilde`, each of length T + 1 indexed by t.
+
+Tutorial: tutorials/01_noising.py.
 """
 
 from __future__ import annotations

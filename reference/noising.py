@@ -7,6 +7,8 @@ The course's notebooks noise with sqrt(alpha_bar_t) * x0 + (1 - alpha_bar_t) * e
 square root on the noise coefficient. That is not eq. (4): its x_t has variance
 alpha_bar_t + (1 - alpha_bar_t)^2 < 1, so the model trains on less noise than the sampler assumes.
 minidiff implements eq. (4).
+
+Tutorial: tutorials/01_noising.py.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ the timestep t, with t = 0 the clean image:
 | `beta_tilde`     | beta~_t           | posterior variance, DDPM eq. (7); 0 at t = 0     |
 
 This module is the specification: NumPy only, float64, plain and explicit.
+
+Tutorial: tutorials/01_noising.py.
 """
 
 from __future__ import annotations
