@@ -15,9 +15,12 @@ import sys
 
 import torch
 
+# An explicit TRITON_INTERPRET=0 or 1 is obeyed (`compile.py` sets 0 to compile for GPUs it lacks);
+# unset, the interpreter is chosen exactly when there is no CUDA device.
+_REQUESTED = os.environ.get("TRITON_INTERPRET", "")
+INTERPRETED = _REQUESTED == "1" or (_REQUESTED == "" and not torch.cuda.is_available())
 #: True when the kernels run natively on a CUDA device rather than in the interpreter.
-ON_CUDA = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
-INTERPRETED = not ON_CUDA
+ON_CUDA = not INTERPRETED and torch.cuda.is_available()
 
 
 def backend() -> str:

@@ -47,10 +47,15 @@ _MASK32 = 0xFFFFFFFF
 
 
 def philox_seed(seed: int, k: int) -> int:
-    """The 64-bit Philox seed of sampling step k: key k0 = the user's seed, key k1 = the step."""
+    """The 64-bit Philox seed of sampling step k: key k0 = the user's seed, key k1 = the step.
+
+    The seed must fit in 32 bits (it is key k0); k below 2**31 keeps the result a positive int64.
+    """
+    if not 0 <= seed <= _MASK32:
+        raise ValueError(f"seed must be in [0, 2**32), got {seed}")
     if not 0 <= k < 2**31:
         raise ValueError(f"step k must be in [0, 2**31), got {k}")
-    return (int(seed) & _MASK32) | (int(k) << 32)
+    return int(seed) | (int(k) << 32)
 
 
 def _umulhi(a: np.ndarray, b: np.uint32) -> np.ndarray:

@@ -120,9 +120,11 @@ def test_step_noise_convention(seed, k, batch):
     assert ref.philox_seed(seed, k) == seed + k * 2**32
 
 
-def test_philox_seed_rejects_a_negative_step():
+def test_philox_seed_rejects_out_of_range_seeds_and_steps():
     with pytest.raises(ValueError, match="step k"):
         ref.philox_seed(1, -1)
+    with pytest.raises(ValueError, match="seed"):
+        ref.philox_seed(2**32, 1)
 
 
 def test_step_noise_is_standard_normal():

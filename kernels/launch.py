@@ -1,0 +1,94 @@
+"""Host-side plumbing shared by the kernel wrappers: argument checks, noise choice, launch geometry.
+
+Every kernel here works on a batch viewed as (B, N): B samples of N = numel / B elements each, in
+C order. One program updates one BLOCK-sized chunk of one sample, so each sample's coefficients
+(gathered from the schedule by its own t) are scalars of the program, and the element index
+b * N + i is both the memory offset and the Philox counter of the noise convention.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+from ..philox import philox_seed
+from ..schedules import Schedule, check_timesteps
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+MAX_BLOCK = 2048  # elements per program; 8 per thread, as two 16-byte loads of float32
+
+
+def batch_view(name: str, x: torch.Tensor) -> tuple[int, int]:
+    """(B, N) for a tensor of shape (B, ...), checking what the kernels accept."""
+    if x.dtype not in FLOAT_DTYPES:
+        valid = ", ".join(str(d) for d in FLOAT_DTYPES)
+        raise ValueError(f"{name} has dtype {x.dtype}; the kernels take {valid}")
+    if x.ndim < 1:
+        raise ValueError(f"{name} must have a batch dimension, got shape {tuple(x.shape)}")
+    if x.numel() >= 2**31:
+        raise ValueError(f"{name} has {x.numel()} elements; int32 offsets stop at 2**31")
+    batch = x.shape[0]
+    return batch, (x.numel() // batch if batch else 0)
+
+
+def contiguous_input(name: str, a: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`a` checked against x's shape and device, made contiguous (one copy if it was not)."""
+    if a.shape != like.shape:
+        raise ValueError(f"{name} has shape {tuple(a.shape)} but x has {tuple(like.shape)}")
+    if a.device != like.device:
+        raise ValueError(f"{name} is on {a.device} but x is on {like.device}")
+    if a.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"{name} has dtype {a.dtype}; the kernels take float32/16, bfloat16")
+    return a.contiguous()
+
+
+def output(out: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """The tensor to write: `out` if given (x itself for in place), else a new one like x."""
+    if out is None:
+        return torch.empty_like(like, memory_format=torch.contiguous_format)
+    if out.shape != like.shape or out.device != like.device or out.dtype not in FLOAT_DTYPES:
+        raise ValueError(
+            f"out must be a float tensor of shape {tuple(like.shape)} on {like.device}, "
+            f"got {out.dtype} {tuple(out.shape)} on {out.device}"
+        )
+    if not out.is_contiguous():
+        raise ValueError("out must be contiguous: the kernels write it as one flat array")
+    return out
+
+
+def timesteps(t, T: int, x: torch.Tensor, name: str = "t", low: int = 1) -> torch.Tensor:
+    """t as an int64 (B,) tensor on x's device, range-checked unless checking would sync a GPU."""
+    if isinstance(t, torch.Tensor) and t.device.type == "cuda":
+        if t.dtype not in (torch.int32, torch.int64) or t.shape != (x.shape[0],):
+            raise ValueError(f"{name} must be an int tensor of shape ({x.shape[0]},)")
+        return t.to(torch.int64).contiguous()  # range check skipped: it would wait for the GPU
+    return check_timesteps(t, T, x, name=name, low=low).contiguous()
+
+
+def on_device(schedule: Schedule, x: torch.Tensor) -> Schedule:
+    """The schedule's float64 tables on x's device (move it once yourself to avoid a copy)."""
+    if not isinstance(schedule, Schedule):
+        raise TypeError("schedule must be a minidiff.schedules.Schedule (make_schedule)")
+    return schedule if schedule.device == x.device else schedule.to(x.device)
+
+
+def noise(seed: int | None, step: int | None, z: torch.Tensor | None, x: torch.Tensor):
+    """(NOISE mode, z argument, Philox seed) for a kernel that adds sigma * z.
+
+    Exactly one of `seed` (with `step`, the k of the convention in `minidiff.reference.philox`)
+    or `z` must be given.
+    """
+    if (seed is None) == (z is None):
+        raise ValueError("give either seed= (with step=) for in-kernel noise or z=, not both")
+    if z is not None:
+        return "tensor", contiguous_input("z", z, x), 0
+    if step is None:
+        raise ValueError("seed= needs step=: the k in philox_seed(seed, k) of this update")
+    return "philox", x, philox_seed(seed, step)  # z_ptr unused: x stands in
+
+
+def launch_geometry(batch: int, per_sample: int) -> tuple[tuple[int], int, int]:
+    """(grid, BLOCK, num_warps): one program per BLOCK chunk of each sample."""
+    block = min(MAX_BLOCK, triton.next_power_of_2(max(per_sample, 16)))
+    num_warps = max(1, min(8, block // 256))  # 8 elements per thread
+    return (batch * triton.cdiv(per_sample, block),), block, num_warps
