@@ -31,6 +31,7 @@ from minidiff.reference.philox import (
 __all__ = ["philox_seed", "rand", "randint4x", "randn", "randn_like_step"]
 
 _MASK32 = 0xFFFFFFFF
+_CPU_CHUNK = 2**15  # elements per pass on the CPU: 256 KiB per int64 word, cache-sized
 _KEY_A, _KEY_B = int(PHILOX_KEY_A), int(PHILOX_KEY_B)
 _ROUND_A, _ROUND_B = int(PHILOX_ROUND_A), int(PHILOX_ROUND_B)
 
@@ -80,6 +81,14 @@ def rand(seed: int, offset: torch.Tensor, n_rounds: int = N_ROUNDS) -> torch.Ten
 
 def randn(seed: int, offset: torch.Tensor, n_rounds: int = N_ROUNDS) -> torch.Tensor:
     """float32 standard normals, one per offset (Triton's `randn`: Box-Muller's cosine branch)."""
+    if offset.device.type == "cpu" and offset.numel() > _CPU_CHUNK:
+        # ~20 passes over int64 words: in chunks that stay in cache, not over the whole tensor
+        flat = offset.reshape(-1)
+        chunks = [
+            randn(seed, flat[i : i + _CPU_CHUNK], n_rounds)
+            for i in range(0, flat.numel(), _CPU_CHUNK)
+        ]
+        return torch.cat(chunks).reshape(offset.shape)
     k0, k1 = _split_seed(seed)
     i1, i2 = _philox_from_offset(offset, k0, k1, n_rounds, words=2)
     u1 = _uint_to_uniform_float(i1).clamp_(min=float(MIN_UNIFORM))
