@@ -7,9 +7,12 @@ schedule), Ho & Salimans 2022 (classifier-free guidance).
 """
 
 from .noising import q_sample
+from .pipeline import load
 from .samplers import ddim_step, ddim_timesteps, ddpm_step
 from .schedules import Schedule, make_schedule
 
 __version__ = "0.1.0"
 
-__all__ = ["Schedule", "make_schedule", "q_sample", "ddpm_step", "ddim_step", "ddim_timesteps"]
+__all__ = [
+    "Schedule", "make_schedule", "q_sample", "ddpm_step", "ddim_step", "ddim_timesteps", "load",
+]

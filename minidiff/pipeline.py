@@ -1,0 +1,163 @@
+"""`minidiff.load`: a trained run, ready to sample from Python in one line.
+
+    pipe = minidiff.load("runs/sprites")              # newest run under runs/ when None
+    images = pipe.sample(32, classes="hero")          # (32, 3, 16, 16) float, [-1, 1]
+    pixels = pipe.sample(8, mix={"hero": 1, "food": 0.6}, normalize="clip")  # (8, 16, 16, 3) uint8
+
+A *context* c is what the network is conditioned on (the course's lab 3): a one-hot vector per
+class, any real vector to mix classes (the course's `[1, 0, 0.6, 0, 0]`), or the zero vector, the
+"null" context the network was trained on 10% of the time, which asks for no class in particular.
+The loops themselves live in `minidiff.samplers`; this module turns names into contexts and
+tensors into pixels.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_trained
+from .device import resolve_device
+from .errors import MinidiffError
+from .images import NORMALIZE, to_uint8
+from .samplers import SamplerConfig, sample_loop
+from .schedules import Schedule
+
+__all__ = ["Pipeline", "load"]
+
+
+def load(run_or_ckpt: str | os.PathLike | None = None, device="auto", weights: str = "ema",
+         runs_dir="runs") -> Pipeline:
+    """Load a run folder or checkpoint file (None: the newest run under `runs_dir`) for sampling."""
+    device = resolve_device(device)
+    trained = load_trained(run_or_ckpt, device=device, weights=weights, runs_dir=runs_dir)
+    return Pipeline(trained.model, trained.schedule, trained.classes, trained.config, trained.path)
+
+
+@dataclass
+class Pipeline:
+    """A network in eval mode, its schedule and class names: everything `sample` needs."""
+
+    model: torch.nn.Module
+    schedule: Schedule
+    classes: list[str]
+    config: dict
+    path: Path | None = None
+
+    @property
+    def n_cfeat(self) -> int:
+        """Length of the context vector (0: an unconditional network)."""
+        return int(getattr(self.model, "n_cfeat", len(self.classes)))
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        unet = self.config.get("unet", {})
+        size = int(unet.get("height", 16))
+        return int(unet.get("in_channels", 3)), size, size
+
+    def contexts(self, n: int, classes=None, mix=None) -> torch.Tensor | None:
+        """The (n, n_cfeat) contexts for a batch, or None for the null context.
+
+        `classes`: a name or index, or a list of them cycled over the batch (one-hot rows).
+        `mix`: a {name or index: weight} dict or a real vector of n_cfeat numbers, or a list of
+        either, cycled over the batch; or a tensor (n_cfeat,) or (k, n_cfeat).
+        """
+        if classes is None and mix is None:
+            return None
+        if classes is not None and mix is not None:
+            raise MinidiffError("give classes or mix, not both (a one-hot class is a mix too)")
+        if self.n_cfeat == 0:
+            raise MinidiffError("this run was trained without classes (n_cfeat=0): it cannot be "
+                                "conditioned; sample without classes/mix/guidance")
+        rows = _rows(classes) if mix is None else _rows(mix, numbers_are_a_vector=True)
+        vectors = [self._one_hot(r) if mix is None else self._mix_vector(r) for r in rows]
+        table = torch.stack(vectors)  # (k, n_cfeat), cycled over the batch
+        return table[torch.arange(n) % len(table)].to(self.schedule.device)
+
+    def sample(self, n: int = 32, sampler: str = "ddim", steps: int = 25, eta: float = 0.0,
+               classes=None, mix=None, guidance: float | None = None, seed: int = 0,
+               fused: bool = False, return_intermediates: bool = False,
+               normalize: str | None = None, spacing: str = "course", save_every=None):
+        """Generate n images; see `SamplerConfig` for the sampler settings.
+
+        Returns images (n, C, H, W) as the model made them (about [-1, 1]), or with `normalize`
+        ("clip" or "per-image", see `minidiff.images`) uint8 pixels (n, H, W, C). With
+        `return_intermediates`, returns (images, frames): frames stacked (F, n, ...) the same way.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise MinidiffError(f"n={n!r} must be a positive number of images")
+        if normalize is not None and normalize not in NORMALIZE:
+            raise MinidiffError(f"normalize={normalize!r} is not one of {', '.join(NORMALIZE)}")
+        config = SamplerConfig(sampler=sampler, steps=steps, eta=eta, spacing=spacing,
+                               guidance=guidance, fused=fused, save_every=save_every)
+        c = self.contexts(n, classes, mix)
+        x0, frames, _ = sample_loop(self.model, self.schedule, (n, *self.image_shape), c, config,
+                                    seed=seed, keep_frames=return_intermediates)
+        images = _pixels(x0, normalize)
+        if not return_intermediates:
+            return images
+        return images, torch.stack([_pixels(f, normalize) for f in frames])
+
+    def _index(self, key) -> int:
+        if isinstance(key, str) and key.strip().lstrip("-").isdigit():
+            key = int(key)
+        if isinstance(key, int) and not isinstance(key, bool):
+            if not 0 <= key < self.n_cfeat:
+                raise MinidiffError(f"class index {key} is outside [0, {self.n_cfeat - 1}]")
+            return key
+        names = [c.lower() for c in self.classes]
+        if isinstance(key, str) and key.strip().lower() in names:
+            return names.index(key.strip().lower())
+        known = ", ".join(self.classes) or f"indices 0..{self.n_cfeat - 1} (the run names none)"
+        raise MinidiffError(f"unknown class {key!r}; this run's classes are {known}")
+
+    def _one_hot(self, key) -> torch.Tensor:
+        vector = torch.zeros(self.n_cfeat)
+        vector[self._index(key)] = 1.0
+        return vector
+
+    def _mix_vector(self, row) -> torch.Tensor:
+        if isinstance(row, Mapping):
+            vector = torch.zeros(self.n_cfeat)
+            for key, weight in row.items():
+                vector[self._index(key)] = _finite(weight)
+            return vector
+        vector = torch.as_tensor([_finite(w) for w in row], dtype=torch.float32)
+        if vector.shape != (self.n_cfeat,):
+            raise MinidiffError(f"a mix vector needs {self.n_cfeat} numbers (one per class), "
+                                f"got {len(vector)}")
+        return vector
+
+
+def _rows(spec, numbers_are_a_vector: bool = False) -> list:
+    """A single class or mix, or a list of them, as a list of rows."""
+    if isinstance(spec, torch.Tensor):
+        return spec.reshape(-1, spec.shape[-1]).tolist() if spec.ndim else [int(spec)]
+    if isinstance(spec, (str, int, Mapping)):
+        return [spec]
+    is_number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    if numbers_are_a_vector and isinstance(spec, Sequence) and all(map(is_number, spec)):
+        return [spec]  # one real vector such as the course's [1, 0, 0.6, 0, 0]
+    if isinstance(spec, Sequence) and spec:
+        return list(spec)
+    raise MinidiffError(f"cannot read {spec!r} as a class or mix: give a name, an index, a "
+                        "{name: weight} dict, a vector, or a non-empty list of them")
+
+
+def _finite(weight) -> float:
+    try:
+        value = float(weight)
+    except (TypeError, ValueError):
+        raise MinidiffError(f"mix weight {weight!r} is not a number") from None
+    if not math.isfinite(value):
+        raise MinidiffError(f"mix weight {weight!r} must be finite")
+    return value
+
+
+def _pixels(x: torch.Tensor, normalize: str | None) -> torch.Tensor:
+    return x if normalize is None else torch.from_numpy(to_uint8(x, normalize))
