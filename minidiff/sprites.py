@@ -458,7 +458,7 @@ def make_sprites(n: int = 20000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
 
 def _duplicates(images: np.ndarray) -> np.ndarray:
     """Indices of images equal to an earlier one."""
-    rows = np.ascontiguousarray(images.reshape(len(images), -1))
+    rows = np.ascontiguousarray(images.reshape(len(images), SIZE * SIZE * 3))
     keys = rows.view(np.dtype((np.void, rows.shape[1]))).ravel()
     _, first = np.unique(keys, return_index=True)
     return np.setdiff1d(np.arange(len(images)), first)
