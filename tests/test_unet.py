@@ -1,0 +1,109 @@
+"""The ContextUnet: the course's exact size, shapes for both archs, contexts, and clear errors."""
+
+import pytest
+import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from minidiff.errors import MinidiffError
+from minidiff.unet import ARCHS, ContextUnet, UnetConfig, build_unet
+
+COURSE_PARAMS = 1_481_027  # n_feat=64, n_cfeat=5, height=16, with the registered 1x1 shortcut
+SHORTCUT_PARAMS = 3 * 64 + 64  # the course's 3 -> 64 1x1 conv, which it never registered
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_course_arch_has_the_courses_parameter_count():
+    model = ContextUnet(arch="course")
+    assert n_params(model) == COURSE_PARAMS
+    assert n_params(model) - SHORTCUT_PARAMS == 1_480_771  # the course's own "about 1.48 M"
+    assert isinstance(model.init_conv.shortcut, torch.nn.Conv2d)
+
+
+def test_course_arch_keeps_the_courses_module_names():
+    names = set(ContextUnet(arch="course").state_dict())
+    for key in ("init_conv.conv1.0.weight", "down2.model.1.conv2.1.running_mean",
+                "timeembed1.model.0.weight", "contextembed2.model.2.bias", "up0.0.weight",
+                "up1.model.0.weight", "out.3.bias", "up2.model.2.conv1.0.weight"):
+        assert key in names, key
+
+
+def test_default_config_builds_the_minidiff_arch():
+    config = UnetConfig()
+    assert (config.arch, config.in_channels, config.n_feat, config.n_cfeat, config.height) == (
+        "minidiff", 3, 64, 5, 16)
+    model = build_unet(UnetConfig(arch="course", n_feat=16))
+    assert model.arch == "course" and model.n_feat == 16
+
+
+@settings(max_examples=20)
+@given(arch=st.sampled_from(ARCHS), height=st.sampled_from([4, 8, 12, 16, 32]),
+       batch=st.integers(1, 3), channels=st.sampled_from([1, 3]), seed=st.integers(0, 2**16))
+@example(arch="course", height=16, batch=1, channels=3, seed=0)
+@example(arch="course", height=32, batch=2, channels=3, seed=0)
+@example(arch="minidiff", height=32, batch=2, channels=3, seed=0)
+def test_output_has_the_inputs_shape(arch, height, batch, channels, seed):
+    torch.manual_seed(seed)
+    model = ContextUnet(in_channels=channels, n_feat=16, n_cfeat=5, height=height, arch=arch)
+    x = torch.randn(batch, channels, height, height)
+    c = torch.eye(5)[torch.randint(0, 5, (batch,))]
+    eps_theta = model(x, torch.rand(batch, 1, 1, 1), c)
+    assert eps_theta.shape == x.shape and torch.isfinite(eps_theta).all()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_time_shapes_agree_and_none_is_the_zero_context(arch):
+    torch.manual_seed(0)
+    model = ContextUnet(n_feat=16, arch=arch).eval()
+    x, t = torch.randn(3, 3, 16, 16), torch.rand(3)
+    with torch.no_grad():
+        flat = model(x, t, None)
+        assert torch.equal(flat, model(x, t.reshape(3, 1, 1, 1), None))
+        assert torch.equal(flat, model(x, t, torch.zeros(3, 5)))
+        assert torch.equal(flat, model(x, t))  # deterministic: no conv built inside forward
+        one_hot = model(x, t, torch.eye(5)[:3])
+        later = model(x, t + 0.3, None)
+    assert not torch.equal(flat, one_hot), "the context must change eps_theta"
+    assert not torch.equal(flat, later), "the time must change eps_theta"
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_unconditional_network(arch):
+    model = ContextUnet(n_feat=16, n_cfeat=0, arch=arch)
+    x = torch.randn(2, 3, 16, 16)
+    assert model(x, torch.rand(2)).shape == x.shape
+    with pytest.raises(MinidiffError, match="unconditional"):
+        model(x, torch.rand(2), torch.zeros(2, 5))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_parameter_gets_a_gradient(arch):
+    model = ContextUnet(n_feat=16, arch=arch)
+    x, c = torch.randn(4, 3, 16, 16), torch.eye(5)[:4]
+    model(x, torch.rand(4), c).square().mean().backward()
+    unused = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert not unused, f"parameters that never affect eps_theta: {unused}"
+
+
+def one_line_error(call, match):
+    with pytest.raises(MinidiffError, match=match) as info:
+        call()
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("height", [18, 2, 0, 30])
+def test_height_not_divisible_by_four_is_refused(height):
+    one_line_error(lambda: ContextUnet(height=height), "multiple of 4")
+
+
+def test_bad_arguments_are_refused_in_one_line():
+    model = ContextUnet(n_feat=16, arch="course")
+    x = torch.randn(2, 3, 16, 16)
+    one_line_error(lambda: ContextUnet(arch="resnet"), "course, minidiff")
+    one_line_error(lambda: ContextUnet(n_feat=12), "multiple of 8")
+    one_line_error(lambda: model(torch.randn(2, 3, 32, 32), torch.rand(2)), "height=32")
+    one_line_error(lambda: model(x, torch.rand(3)), "one t / T per image")
+    one_line_error(lambda: model(x, torch.rand(2), torch.zeros(2, 4)), "one context vector")
