@@ -93,7 +93,7 @@ def dataset_hash(ds: Dataset) -> str:
 
 
 def _to_dataset(pixels: np.ndarray, onehot: np.ndarray, names: list[str], name: str) -> Dataset:
-    """uint8 (N, H, W, C) -> float32 (N, C, H, W) in [-1, 1] (ToTensor, then Normalize(0.5, 0.5))."""
+    """uint8 (N, H, W, C) -> float32 (N, C, H, W) in [-1, 1], ToTensor, then Normalize(0.5, 0.5)."""
     images = rearrange(torch.from_numpy(pixels), "n h w c -> n c h w").float() / 255.0
     contexts = torch.from_numpy(np.ascontiguousarray(onehot, dtype=np.float32))
     return Dataset(images=(images - 0.5) / 0.5, contexts=contexts, classes=names, name=name)
@@ -190,7 +190,8 @@ def _read_classes_json(path: Path) -> list[str]:
         raise MinidiffError(f"cannot read class names from {str(path)!r}: {error}") from None
     names = content.get("classes") if isinstance(content, dict) else content
     if not isinstance(names, list):
-        raise MinidiffError(f"{path.name} must hold a list of class names or {{\"classes\": [...]}}")
+        raise MinidiffError(f"{path.name} must hold a list of class names or "
+                            f"{{\"classes\": [...]}}")
     return [str(s) for s in names]
 
 

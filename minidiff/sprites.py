@@ -102,7 +102,8 @@ def _hero(rng, m):
     w = _col(rng.choice([2.5, 3.5], m, p=[0.75, 0.25]))  # torso half-width
     skin, hair, shirt = _pick(rng, SKIN, m), _pick(rng, HAIR, m), _pick(rng, CLOTH, m)
     pants, trim, metal = _pick(rng, CLOTH, m), _pick(rng, CLOTH, m), _pick(rng, METAL, m, 12)
-    has = rng.random((4, m))[..., None, None] < np.array([0.25, 0.45, 0.35, 0.2])[:, None, None, None]
+    odds = np.array([0.25, 0.45, 0.35, 0.2])[:, None, None, None]  # cape, sword, shield, staff
+    has = rng.random((4, m))[..., None, None] < odds
     cape, sword, shield, staff = has[0], has[1], has[2], has[3] & ~has[1]
     _paint(img, cape & _box(y, a, 7, 13, 0, w + 1), trim)
     _paint(img, _box(y, a, 11, 11, 0, 2.5) | _box(y, a, 12, 13, 1.5, 2.5), pants)
@@ -179,7 +180,8 @@ def _bat(rng, m, y, x, img):
     colour = _pick(rng, [(70, 40, 90), (90, 60, 40), (50, 50, 60), (120, 30, 40)], m)
     _paint(img, wing, _mix(colour, 0.8))
     _paint(img, body, colour)
-    _paint(img, (np.abs(y - cy + 0.5) <= 0.5) & (a == 0.5) & (y < cy), _pick(rng, [(250, 40, 40), (250, 220, 40)], m))
+    eyes = (np.abs(y - cy + 0.5) <= 0.5) & (a == 0.5) & (y < cy)
+    _paint(img, eyes, _pick(rng, [(250, 40, 40), (250, 220, 40)], m))
     _paint(img, (y == cy + 1.5) & (a == 0.5), np.full((m, 3), 245))
 
 
@@ -210,7 +212,8 @@ def _skeleton(rng, m, y, x, img):
     bone = _pick(rng, [(235, 230, 210), (200, 200, 195), (190, 215, 170)], m, 10)
     frame = (_box(y, a, 2, 5, 0, 2.5) | ((y == 6) & (a <= 1.5)) | _box(y, a, 7, 11, 0, 0.5)
              | ((y == 8) | (y == 10)) & (a <= 2.5) | _box(y, a, 7, 7, 0, 3.5)
-             | _box(y, a, 8, 10, 3.5, 3.5) | _box(y, a, 11, 11, 0, 1.5) | _box(y, a, 12, 14, 1.5, 1.5))
+             | _box(y, a, 8, 10, 3.5, 3.5) | _box(y, a, 11, 11, 0, 1.5)
+             | _box(y, a, 12, 14, 1.5, 1.5))
     _paint(img, frame, bone)
     glow = _pick(rng, [(10, 10, 10), (230, 30, 30), (40, 220, 230)], m, 5)
     _paint(img, (a == 1.5) & ((y == 3) | (y == 4)), glow)

@@ -1,4 +1,4 @@
-"""The ContextUnet: the noise predictor eps_theta(x_t, t / T, c) of the course, and a faster variant.
+"""The ContextUnet: the course's noise predictor eps_theta(x_t, t / T, c), and a faster variant.
 
 Notation: x (B, C, H, W) is the noisy image x_t; t is the normalised timestep t / T in [0, 1] (the
 course feeds the network t / 500 as a float); c (B, n_cfeat) is the context, one-hot for a class or
@@ -61,7 +61,7 @@ class UnetConfig:
     height: int = 16  # image height = width, divisible by 4 (two 2x poolings)
 
 
-def build_unet(config: UnetConfig) -> "ContextUnet":
+def build_unet(config: UnetConfig) -> ContextUnet:
     return ContextUnet(in_channels=config.in_channels, n_feat=config.n_feat,
                        n_cfeat=config.n_cfeat, height=config.height, arch=config.arch)
 
@@ -82,7 +82,8 @@ class ResidualConvBlock(nn.Module):
         self.conv1 = _conv_bn_gelu(in_channels, out_channels)
         self.conv2 = _conv_bn_gelu(out_channels, out_channels)
         same = in_channels == out_channels
-        self.shortcut = nn.Identity() if same or not is_res else nn.Conv2d(in_channels, out_channels, 1)
+        keep = same or not is_res
+        self.shortcut = nn.Identity() if keep else nn.Conv2d(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv2(self.conv1(x))
@@ -135,7 +136,7 @@ class EmbedFC(nn.Module):
 # %% minidiff's blocks
 
 class ResBlock(nn.Module):
-    """GroupNorm, SiLU, Conv3x3, then scale-shift by the embedding, GroupNorm, SiLU, Conv3x3, + skip."""
+    """GroupNorm, SiLU, Conv3x3, scale-shift by the embedding, GroupNorm, SiLU, Conv3x3, + skip."""
 
     def __init__(self, in_channels: int, out_channels: int, emb_dim: int):
         super().__init__()

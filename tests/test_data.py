@@ -155,18 +155,18 @@ def bad_inputs(tmp_path):
     (tmp_path / "tiny").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "tiny" / "t.png")
     return [
-        (dict(data=str(tmp_path / "missing.npy")), "does not exist"),
-        (dict(data=str(tmp_path / "rank.npy")), r"expected uint8 \(N, H, W, 3\)"),
-        (dict(data=str(tmp_path / "float.npy")), "dtype float32; expected uint8"),
-        (dict(data=str(tmp_path / "rgba.npy")), r"shape \(4, 16, 16, 4\)"),
-        (dict(data=str(tmp_path / "chw.npy")), "channels first"),
-        (dict(data=str(tmp_path / "junk.npy")), "cannot read data"),
-        (dict(data=str(ok), labels=str(tmp_path / "labels.npy")), "for 4 images"),
-        (dict(data=str(tmp_path / "empty")), "no images"),
-        (dict(data=str(tmp_path / "broken")), "cannot read image"),
-        (dict(data=str(tmp_path / "tiny")), "smaller than image_size=16"),
-        (dict(data=str(ok), image_size=32), "smaller than image_size=32"),
-        (dict(data=str(ok), image_size=14), "multiple of 4"),
+        ({"data": str(tmp_path / "missing.npy")}, "does not exist"),
+        ({"data": str(tmp_path / "rank.npy")}, r"expected uint8 \(N, H, W, 3\)"),
+        ({"data": str(tmp_path / "float.npy")}, "dtype float32; expected uint8"),
+        ({"data": str(tmp_path / "rgba.npy")}, r"shape \(4, 16, 16, 4\)"),
+        ({"data": str(tmp_path / "chw.npy")}, "channels first"),
+        ({"data": str(tmp_path / "junk.npy")}, "cannot read data"),
+        ({"data": str(ok), "labels": str(tmp_path / "labels.npy")}, "for 4 images"),
+        ({"data": str(tmp_path / "empty")}, "no images"),
+        ({"data": str(tmp_path / "broken")}, "cannot read image"),
+        ({"data": str(tmp_path / "tiny")}, "smaller than image_size=16"),
+        ({"data": str(ok), "image_size": 32}, "smaller than image_size=32"),
+        ({"data": str(ok), "image_size": 14}, "multiple of 4"),
     ]
 
 

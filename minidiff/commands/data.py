@@ -1,4 +1,4 @@
-"""`python -m minidiff data {preview,export}`: look at a dataset, or write it in the course's layout.
+"""`python -m minidiff data {preview,export}`: look at a dataset, or write the course's layout.
 
     python -m minidiff data preview --data sprites --out grid.png
     python -m minidiff data export --data my_images/ --out exported/
