@@ -25,9 +25,8 @@ from ..samplers import SAMPLERS, SPACINGS, SamplerConfig, load_kernels
 
 def add_sampler_arguments(parser) -> None:
     """The flags that choose a run and a sampler, shared with `minidiff eval`."""
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--run", help="run folder (default: the newest under runs/)")
-    source.add_argument("--ckpt", help="a checkpoint.pt file")
+    parser.add_argument("--run", help="run folder (default: the newest under runs/)")
+    parser.add_argument("--ckpt", help="a checkpoint.pt file (instead of --run)")
     parser.add_argument("--weights", default="ema", help="ema (default) or model")
     parser.add_argument("--sampler", default="ddim", help=f"{' | '.join(SAMPLERS)} (default ddim)")
     parser.add_argument("--steps", help="DDIM steps (default 25); DDPM always takes all T")
@@ -55,6 +54,8 @@ def add_arguments(parser) -> None:
 
 def sampler_config(args, T: int) -> SamplerConfig:
     """The SamplerConfig the flags ask for, checked against a T-step schedule."""
+    if args.sampler not in SAMPLERS:
+        raise MinidiffError(f"--sampler {args.sampler!r} is not one of {', '.join(SAMPLERS)}")
     ddim = args.sampler == "ddim"
     for flag, value in (("--steps", args.steps), ("--eta", args.eta)):
         if value is not None and not ddim:
@@ -73,6 +74,8 @@ def sampler_config(args, T: int) -> SamplerConfig:
 
 
 def load_pipeline(args) -> Pipeline:
+    if args.run and args.ckpt:
+        raise MinidiffError("give --run or --ckpt, not both")
     if args.weights not in ("ema", "model"):
         raise MinidiffError(f"--weights {args.weights!r} is not one of ema, model")
     return load(args.ckpt or args.run, device=args.device, weights=args.weights)
@@ -107,14 +110,15 @@ def main(args) -> int:
     if notice:
         print(notice)
     start = time.perf_counter()
-    images, frames = pipe.sample(n, sampler=config.sampler, steps=config.steps, eta=config.eta,
-                                 classes=classes, mix=mix, guidance=config.guidance, seed=seed,
-                                 fused=config.fused, return_intermediates=bool(args.gif),
-                                 spacing=config.spacing, save_every=config.save_every)
+    result = pipe.sample(n, sampler=config.sampler, steps=config.steps, eta=config.eta,
+                         classes=classes, mix=mix, guidance=config.guidance, seed=seed,
+                         fused=config.fused, return_intermediates=bool(args.gif),
+                         spacing=config.spacing, save_every=config.save_every)
     seconds = time.perf_counter() - start
+    images, frames = result if args.gif else (result, None)
     save_grid(images, args.out, normalize=args.normalize)
     if args.gif:
-        save_gif(list(frames), args.gif)
+        save_gif(list(frames), args.gif)  # the course's look: per-image min-max, 5 fps
     if args.npy:
         save_npy(args.npy, to_uint8(images, args.normalize), c, n, pipe.n_cfeat)
     wrote = ", ".join(str(p) for p in outputs)
