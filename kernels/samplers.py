@@ -9,6 +9,8 @@ float32 element, the minimum for the update.
 Notation as in `minidiff.reference.samplers`. Each sample's coefficients are gathered from the
 schedule's float64 tables by its own t (and s) and computed in float64 exactly as the reference
 does, once per program; the per-element update runs in float32 whatever the storage dtype.
+
+Tutorial: tutorials/07_fused_kernel.py.
 """
 
 from __future__ import annotations
