@@ -50,7 +50,10 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else "unsupported object"
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        # torch's message opens with advice; the line naming the refused object is further down
+        first = next((line for line in lines if "Unsupported global" in line),
+                     lines[0] if lines else "unsupported object")
         raise MinidiffError(
             f"{path} was refused: it holds objects other than tensors and plain data, which could "
             f"run code on load ({first[:120]}); only load checkpoints written by minidiff"
