@@ -1,0 +1,213 @@
+"""The trainer: exact resume, determinism, data-parallel ranks, EMA, the course preset.
+
+Every run here is tiny (n_feat 8, under a hundred built-in sprites, a few steps) so the whole
+file stays well under a minute on two CPU cores. Bad command-line input: tests/test_train_cli.py.
+"""
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from minidiff.batches import Batches
+from minidiff.checkpoint import load_checkpoint, load_trained
+from minidiff.ema import EMA, recalibrate_batchnorm
+from minidiff.train import PRESETS, TrainConfig, learning_rate, train, with_preset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny(out, **overrides) -> TrainConfig:
+    """A run that takes a second or two on a CPU."""
+    base = {"n_images": 64, "n_feat": 8, "batch_size": 16, "steps": 8, "warmup_steps": 2,
+            "sample_every": 0, "checkpoint_every": 4, "log_every": 2, "progress": False,
+            "device": "cpu", "threads": 1, "out": str(out)}
+    return TrainConfig(**{**base, **overrides})
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{len(different)} of {len(a)} tensors differ, e.g. {different[:3]}"
+
+
+def final_state(out) -> dict:
+    return load_checkpoint(Path(out) / "checkpoint.pt")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """An 8-step run trained straight through: the reference for resume and determinism."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    train(tiny(out))
+    return final_state(out)
+
+
+def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, uninterrupted):
+    """A crash after step 6 (as SIGKILL would: nothing saved then) loses steps 5-6; resuming from
+    the step-4 checkpoint redoes them and ends with bit-identical weights, EMA and optimizer."""
+
+    def crash(step):
+        if step == 6:
+            raise RuntimeError("simulated crash")
+
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated"):
+        train(tiny(out), on_step=crash)
+    assert final_state(out)["step"] == 4
+    train(tiny(out, resume=True))
+    resumed = final_state(out)
+    assert resumed["step"] == 8
+    assert_same_weights(resumed["model"], uninterrupted["model"])
+    assert_same_weights(resumed["ema"], uninterrupted["ema"])
+    assert_same_weights(_optimizer_tensors(resumed), _optimizer_tensors(uninterrupted))
+    steps = [int(line.split('"step": ')[1].split(",")[0])
+             for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6, 8], "lines logged after the checkpoint are dropped on resume"
+
+
+def _optimizer_tensors(state) -> dict:
+    return {f"{i}.{k}": v for i, s in state["optimizer"]["state"].items() for k, v in s.items()}
+
+
+def test_ctrl_c_saves_exits_130_and_resumes_exactly(tmp_path):
+    """SIGINT to a real `python -m minidiff train`: it finishes its step, saves, exits 130; the
+    resumed run matches an uninterrupted one (constant LR, so the step count can differ)."""
+    out = tmp_path / "run"
+    flags = ["--n-images", "64", "--n-feat", "8", "--batch-size", "16", "--lr-schedule",
+             "constant", "--warmup-steps", "0", "--sample-every", "0", "--checkpoint-every", "3",
+             "--no-progress", "--device", "cpu", "--threads", "1"]
+    process = subprocess.Popen([sys.executable, "-m", "minidiff", "train", *flags, "--steps",
+                                "100000", "--out", str(out)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    stopped = final_state(out)["step"]
+    assert 3 <= stopped < 100000
+    config = {"n_images": 64, "n_feat": 8, "batch_size": 16, "lr_schedule": "constant",
+              "warmup_steps": 0, "sample_every": 0, "checkpoint_every": 3, "progress": False,
+              "device": "cpu", "threads": 1}
+    train(TrainConfig(**config, steps=stopped + 3, out=str(out), resume=True))
+    train(TrainConfig(**config, steps=stopped + 3, out=str(tmp_path / "straight")))
+    assert_same_weights(final_state(out)["model"], final_state(tmp_path / "straight")["model"])
+
+
+def test_same_seed_same_weights_other_seed_other_weights(tmp_path, uninterrupted):
+    train(tiny(tmp_path / "again"))
+    assert_same_weights(final_state(tmp_path / "again")["model"], uninterrupted["model"])
+    train(tiny(tmp_path / "other", seed=1))
+    other = final_state(tmp_path / "other")["model"]
+    assert not all(torch.equal(other[k], uninterrupted["model"][k]) for k in other)
+
+
+def test_run_folder_holds_what_sampling_needs(tmp_path):
+    out = tmp_path / "run"
+    train(tiny(out, steps=4, sample_every=2))
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "metrics.jsonl", "checkpoint.pt", "samples.png",
+            "samples_000002.png", "samples_000004.png"} <= names
+    trained = load_trained(out)  # weights_only load, EMA weights into a fresh network
+    assert trained.classes == ["hero", "non-hero", "food", "spell", "side-facing"]
+    assert trained.schedule.T == 500 and trained.model.arch == "minidiff"
+
+
+def test_data_parallel_ranks_agree_with_each_other_and_with_one_process(tmp_path):
+    """torchrun with 2 CPU processes (gloo): both ranks end with identical weights, and with the
+    weights of one process training on the same global batches (up to float rounding)."""
+    script = tmp_path / "ddp.py"
+    script.write_text(
+        "import sys, torch\n"
+        "from minidiff.train import TrainConfig, train\n"
+        f"config = TrainConfig(**{_ddp_config()!r}, out=sys.argv[1])\n"
+        "trainer = train(config)\n"
+        "torch.save(trainer.model.state_dict(), f'{sys.argv[1]}/rank{trainer.env.rank}.pt')\n")
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                             "--nproc_per_node=2", str(script), str(out)],
+                            capture_output=True, text=True, timeout=120, env=env, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rank0, rank1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert_same_weights(rank0, rank1)
+    assert_same_weights(final_state(out)["model"], rank0)  # rank 0 wrote the checkpoint
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2  # written once, not twice
+    single = train(TrainConfig(**_ddp_config(), out=str(tmp_path / "single")))
+    for name, value in single.model.state_dict().items():
+        torch.testing.assert_close(rank0[name], value, atol=1e-4, rtol=1e-3, msg=name)
+
+
+def _ddp_config() -> dict:
+    return {"n_images": 64, "n_feat": 8, "batch_size": 16, "steps": 4, "sample_every": 0,
+            "checkpoint_every": 0, "log_every": 2, "progress": False, "device": "cpu", "threads": 1}
+
+
+def test_ranks_split_the_global_batch_of_one_process():
+    images = torch.randn(40, 3, 4, 4)
+    contexts = torch.eye(5)[torch.arange(40) % 5]
+    kwargs = {"T": 50, "batch_size": 8, "seed": 3, "hflip": True}
+    whole = Batches(images, contexts, **kwargs)(7)
+    halves = [Batches(images, contexts, rank=r, world_size=2, **kwargs)(7) for r in (0, 1)]
+    for field in ("x0", "t", "eps", "c"):
+        joined = torch.cat([getattr(h, field) for h in halves])
+        assert torch.equal(joined, getattr(whole, field)), field
+
+
+def test_every_image_is_seen_once_per_epoch():
+    images = torch.arange(12.0).reshape(12, 1, 1, 1).expand(12, 3, 4, 4)
+    batches = Batches(images, torch.zeros(12, 0), T=10, batch_size=4, seed=0)
+    seen = torch.cat([batches(step).x0[:, 0, 0, 0] for step in range(3)])
+    assert sorted(seen.tolist()) == list(range(12))
+    assert batches(0).c is None  # unlabelled data: no context
+
+
+def test_ema_averages_parameters_and_copies_buffers():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    ema = EMA(model, decay=0.9)
+    start = [p.detach().clone() for p in model.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+        model[1].running_mean.fill_(5.0)
+    decay = ema.current_decay()
+    assert decay == pytest.approx(0.1)  # warm-up: (1 + 0) / (10 + 0)
+    ema.update(model)
+    for p0, p in zip(start, ema.model.parameters()):
+        torch.testing.assert_close(p, p0 + (1 - decay))
+    assert torch.equal(ema.model[1].running_mean, torch.full((2,), 5.0))  # copied, not averaged
+    x = torch.randn(64, 2) * 3 + 1
+    recalibrate_batchnorm(ema.model, [(x,)])
+    expected = ema.model[0](x).mean(0)
+    torch.testing.assert_close(ema.model[1].running_mean, expected)  # the EMA weights' own stats
+    assert not ema.model.training
+
+
+def test_course_preset_is_the_courses_recipe(tmp_path):
+    config = with_preset("course")
+    assert (config.timesteps, config.beta1, config.beta2, config.schedule) == (500, 1e-4, 0.02,
+                                                                              "linear")
+    assert (config.arch, config.n_feat, config.batch_size, config.epochs) == ("course", 64, 100, 32)
+    assert (config.optimizer, config.lr, config.ema_decay, config.grad_clip) == ("adam", 1e-3, 0, 0)
+    assert (config.hflip, config.precision, config.context_drop) == (False, "fp32", 0.1)
+    steps_per_epoch = 894  # 89,400 sprites / 100
+    total = 32 * steps_per_epoch
+    for epoch in range(32):  # set at each epoch's start, held through the epoch
+        for step in (epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch - 1):
+            lr = learning_rate(config, step, total, steps_per_epoch)
+            assert lr == pytest.approx(1e-3 * (1 - epoch / 32), rel=1e-12)
+    from minidiff.trainer import Trainer
+
+    trainer = Trainer(dataclasses.replace(config, n_images=200, epochs=1, progress=False,
+                                          out=str(tmp_path / "course"), device="cpu", threads=1))
+    assert type(trainer.optimizer) is torch.optim.Adam and trainer.ema is None
+    assert trainer.total == 2 and not trainer.autocast and trainer.model.arch == "course"
+    assert sum(p.numel() for p in trainer.model.parameters()) == 1_481_027
+    assert PRESETS["course"]["preset"] == "course"
