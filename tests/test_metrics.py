@@ -1,0 +1,149 @@
+"""FID, memorisation, accuracy and the eval command: exact small cases, then plumbing."""
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from minidiff.checkpoint import save_checkpoint
+from minidiff.cli import main
+from minidiff.data import Dataset
+from minidiff.metrics import (
+    NEAR_COPY_RMS,
+    ClassifierConfig,
+    cached_classifier,
+    conditional_accuracy,
+    fid,
+    frechet_distance,
+    memorisation,
+    nearest_rms,
+)
+from minidiff.sprites import CLASSES, make_sprites
+from minidiff.unet import UnetConfig, build_unet
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny networks gain nothing from threads; on a busy 2-core machine they lose a lot."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_frechet_distance_of_1d_gaussians():
+    # (mu1 - mu2)^2 + (sigma1 - sigma2)^2 in one dimension: (1 - 3)^2 + (2 - 1)^2
+    assert frechet_distance(1.0, 4.0, 3.0, 1.0) == pytest.approx(5.0, abs=1e-12)
+
+
+def test_frechet_distance_of_2d_gaussians():
+    """S1 = I, S2 = [[2, 1], [1, 2]] (eigenvalues 3, 1): tr(S2^1/2) = sqrt(3) + 1, so the
+    distance is 2 + 4 - 2 (sqrt(3) + 1) = 4 - 2 sqrt(3), plus ||mu1 - mu2||^2 = 1 + 4."""
+    got = frechet_distance([0, 0], np.eye(2), [1, 2], [[2, 1], [1, 2]])
+    assert got == pytest.approx(5 + 4 - 2 * math.sqrt(3), abs=1e-12)
+
+
+def test_frechet_distance_matches_scipy_sqrtm():
+    linalg = pytest.importorskip("scipy.linalg")
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(7, 7)), rng.normal(size=(7, 7))
+    s1, s2 = a @ a.T, b @ b.T
+    expected = np.trace(s1 + s2 - 2 * linalg.sqrtm(s1 @ s2).real)
+    assert frechet_distance(np.zeros(7), s1, np.zeros(7), s2) == pytest.approx(expected, rel=1e-8)
+
+
+def test_fid_of_identical_and_shifted_sets():
+    feats = np.random.default_rng(1).normal(size=(500, 16))
+    assert fid(feats, feats) == pytest.approx(0.0, abs=1e-7)
+    shift = np.full(16, 0.5)
+    # the same covariance: only the means differ, by ||shift||^2 = 16 * 0.25
+    assert fid(feats, feats + shift) == pytest.approx(4.0, rel=1e-7)
+    assert fid(feats, 2 * feats) > 1.0
+
+
+def test_memorisation_catches_exact_and_near_copies():
+    training = torch.rand(50, 3, 16, 16) * 2 - 1
+    fresh = torch.rand(5, 3, 16, 16) * 2 - 1
+    near = training[5:10] + NEAR_COPY_RMS / 2 * torch.randn(5, 3, 16, 16).sign()  # RMS = thr / 2
+    far = training[10:15] + 2 * NEAR_COPY_RMS * torch.randn(5, 3, 16, 16).sign()
+    samples = torch.cat([training[:5], near, far, fresh])
+    assert nearest_rms(training[:5], training).max() < 1e-3
+    assert memorisation(samples, training) == pytest.approx(10 / 20)
+
+
+def test_conditional_accuracy():
+    class Oracle(torch.nn.Module):  # "classifies" an image by its first five pixel values
+        def forward(self, x):
+            return x.reshape(len(x), -1)[:, :5]
+
+    contexts = torch.eye(5)[torch.tensor([0, 1, 2, 3, 4, 0])]
+    images = torch.zeros(6, 3, 16, 16)
+    images.reshape(6, -1)[:, :5] = contexts
+    assert conditional_accuracy(Oracle(), images, contexts) == 1.0
+    assert conditional_accuracy(Oracle(), images, contexts.roll(1, dims=1)) == 0.0
+
+
+def tiny_dataset(n=200):
+    pixels, labels = make_sprites(n, seed=0)
+    images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return Dataset(images, torch.eye(5)[torch.from_numpy(labels)], list(CLASSES), "tiny")
+
+
+def test_classifier_is_trained_once_then_cached(tmp_path):
+    data, config = tiny_dataset(), ClassifierConfig(n_feat=8, steps=40, batch_size=32)
+    model, info = cached_classifier(data, config, cache=tmp_path)
+    assert info["trained"] and 0.5 < info["accuracy"] <= 1.0  # five classes: chance is 0.2
+    again, info_again = cached_classifier(data, config, cache=tmp_path)
+    assert not info_again["trained"] and info_again["accuracy"] == info["accuracy"]
+    assert torch.equal(again(data.images[:4]), model(data.images[:4]))
+
+
+# --- the eval command ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def run_and_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    config = UnetConfig(n_feat=8)
+    torch.manual_seed(0)
+    model = build_unet(config)
+    save_checkpoint(root / "run" / "checkpoint.pt", {
+        "config": {"unet": dataclasses.asdict(config),
+                   "schedule": {"kind": "linear", "T": 500, "beta1": 1e-4, "beta2": 0.02}},
+        "classes": list(CLASSES), "model": model.state_dict(), "ema": None})
+    pixels, labels = make_sprites(120, seed=1)
+    np.save(root / "items_16x16.npy", pixels)
+    np.save(root / "items_labels_16x16.npy", np.eye(5, dtype=np.float32)[labels])
+    return root
+
+
+def test_eval_writes_a_table_and_json(run_and_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MINIDIFF_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "eval.json"
+    code = main(["eval", "--run", str(run_and_data / "run"), "--data",
+                 str(run_and_data / "items_16x16.npy"), "--n", "24", "--steps", "2",
+                 "--guidance", "2", "--classifier-steps", "10", "--json", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["n_samples"] == 24 and result["n_real"] == 24 and result["steps"] == 2
+    for key in ("fid", "fid_noise_floor", "conditional_accuracy", "memorisation",
+                "memorisation_real", "samples_per_second", "classifier_accuracy"):
+        assert math.isfinite(result[key]), key
+    assert result["fid"] > result["fid_noise_floor"]  # an untrained network is far from data
+    assert "FID noise floor" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--n", "1"], "--n 1 is outside the valid range >= 2"),
+    (["--data", "nowhere.npy"], "data 'nowhere.npy' does not exist"),
+    (["--classifier-steps", "0"], "--classifier-steps 0 is outside"),
+    (["--guidance", "x"], "--guidance 'x' is not a number"),
+])
+def test_eval_bad_input_is_one_line(run_and_data, capsys, flags, message):
+    code = main(["eval", "--run", str(run_and_data / "run"), "--data",
+                 str(run_and_data / "items_16x16.npy"), *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err, err
