@@ -13,6 +13,8 @@ guidance (Ho & Salimans 2022, eq. 6) runs both halves in one batched forward pas
 Noise follows the convention of `minidiff.reference.philox`: x_T is step k = 0's noise and the
 k-th update draws step k's, each indexed by element, so sample i's images do not depend on the
 batch size and the fused kernels (`fused=True`) draw the very same numbers in-kernel.
+
+Tutorial: tutorials/02_sampling.py.
 """
 
 from __future__ import annotations
