@@ -20,7 +20,9 @@
 # `tests/kernels/test_compile.py`, `tests/test_philox.py`.
 
 # %%
-import minidiff.kernels as kernels  # first: it picks the GPU or the interpreter before triton loads
+from minidiff import kernels  # first: it picks the GPU or the interpreter before triton loads
+
+# isort: split
 
 import ast
 import importlib.util
@@ -34,16 +36,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from _tutorial import OUT, pick
-
-import minidiff
-from minidiff import philox as torch_philox
-from minidiff import samplers
-from minidiff.images import save_grid
 from minidiff.kernels import compile as aot
 from minidiff.kernels import launch
 from minidiff.reference import philox as ref_philox
 from minidiff.reference import samplers as ref
 from minidiff.reference.schedules import make_schedule as make_ref_schedule
+
+import minidiff
+from minidiff import philox as torch_philox
+from minidiff import samplers
+from minidiff.images import save_grid
 from minidiff.sprites import make_sprites
 
 ROOT = Path(minidiff.__file__).resolve().parents[1]
@@ -112,8 +114,8 @@ builds = aot.compile_all(variants=variants)
 print(aot.report(builds))
 ddpm = next(b for b in builds if b.variant == aot.Variant("ddpm_step", "float32", "philox"))
 fused_bytes = sum(b for _, b in (ddpm.per_element(ddpm.loads), ddpm.per_element(ddpm.stores)))
-print("\nthe per-element memory instructions in the sm_%d PTX of %s:" % (ddpm.capability,
-                                                                          ddpm.variant.name))
+print(f"\nthe per-element memory instructions in the sm_{ddpm.capability} PTX of "
+      f"{ddpm.variant.name}:")
 for line in ddpm.ptx.splitlines():
     if re.search(r"@%p\d+\s+(ld|st)\.global", line):
         print("  ", line.strip())
@@ -293,7 +295,7 @@ result = subprocess.run(
     [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
      f"{test_file}::test_ddpm_step_matches_reference"],
     cwd=ROOT, env={**os.environ, "HYPOTHESIS_PROFILE": "ci"},
-    capture_output=True, text=True, timeout=300,
+    capture_output=True, text=True, timeout=300, check=False,
 )
 print(result.stdout.strip().splitlines()[-1])
 assert result.returncode == 0, result.stdout[-2000:]
