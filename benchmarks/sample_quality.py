@@ -1,0 +1,78 @@
+"""Sample quality and time per sampler: the table behind issue 4's quality targets.
+
+    python benchmarks/sample_quality.py --run runs/sprites
+    python benchmarks/sample_quality.py --run runs/rltiles \
+        --data ../shared/data/rltiles_items_16x16.npy \
+        --labels ../shared/data/rltiles_items_labels_16x16.npy
+
+Rows: DDPM-500, DDPM without noise (the course's collapse demonstration), DDIM at 10, 25, 50 and
+100 steps, and DDIM-25 with classifier-free guidance s = 0, 1, 2, 4. Each row samples --n images
+with the same seed and measures them with `minidiff.metrics.evaluate` (FID in the dataset's own
+classifier features, its real-vs-real noise floor, conditional accuracy, memorisation). The JSON
+of every row goes to benchmarks/out/ (ignored by git); the Markdown table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+from minidiff.data import load_dataset
+from minidiff.metrics import ClassifierConfig, cached_classifier, evaluate
+from minidiff.pipeline import load
+from minidiff.samplers import SamplerConfig
+
+ROWS = {
+    "DDPM-500": SamplerConfig("ddpm"),
+    "DDPM-500 no noise": SamplerConfig("ddpm-no-noise"),
+    **{f"DDIM-{k}": SamplerConfig("ddim", steps=k) for k in (10, 25, 50, 100)},
+    **{f"DDIM-25 guidance {s}": SamplerConfig("ddim", steps=25, guidance=float(s))
+       for s in (0, 1, 2, 4)},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True)
+    parser.add_argument("--data", default="sprites")
+    parser.add_argument("--labels")
+    parser.add_argument("--n", type=int, default=300, help="samples per row")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rows", default=",".join(ROWS), help="comma list of row names")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--classifier-steps", type=int, default=ClassifierConfig.steps)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    pipe = load(args.run, device="cpu")
+    dataset = load_dataset(args.data, args.labels, image_size=pipe.image_shape[1])
+    classifier, info = cached_classifier(dataset, ClassifierConfig(steps=args.classifier_steps))
+    out = Path(__file__).parent / "out" / f"sample_quality_{dataset.name}.jsonl"
+    out.parent.mkdir(exist_ok=True)
+    print(f"# {args.run} on {dataset.name} ({len(dataset)} images), n={args.n}, seed {args.seed}, "
+          f"{platform.processor() or platform.machine()}, {args.threads} threads, "
+          f"{datetime.date.today()}; classifier held-out accuracy {info['accuracy']:.3f}")
+    print("| sampler | seconds | samples/s | FID | noise floor | cond. acc. | memorised "
+          "(real) | load |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in args.rows.split(","):
+        r = evaluate(pipe, dataset, ROWS[name], n=args.n, seed=args.seed,
+                     classifier=classifier, classifier_info=info)
+        load_average = os.getloadavg()[0]
+        with out.open("a") as f:
+            f.write(json.dumps({"row": name, "run": args.run, "load": load_average, **r}) + "\n")
+        accuracy = r["conditional_accuracy"]
+        print(f"| {name} | {r['sampling_seconds']:.1f} | {r['samples_per_second']:.1f} | "
+              f"{r['fid']:.2f} | {r['fid_noise_floor']:.2f} | "
+              f"{'-' if accuracy is None else f'{accuracy:.3f}'} | "
+              f"{r['memorisation']:.3f} ({r['memorisation_real']:.3f}) | {load_average:.1f} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
