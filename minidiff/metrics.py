@@ -243,7 +243,13 @@ def evaluate(pipe, dataset: Dataset, sampler, n: int = 1000, seed: int = 0,
     m = min(n, len(dataset) // 2)
     order = torch.from_numpy(np.random.default_rng(seed).permutation(len(dataset)))
     ref, floor = order[:m], order[m:2 * m]
-    conditional = pipe.n_cfeat > 0 and dataset.contexts.shape[1] == pipe.n_cfeat
+    conditional = pipe.n_cfeat > 0 and dataset.contexts.shape[1] > 0
+    if conditional and pipe.classes and list(pipe.classes) != list(dataset.classes):
+        raise MinidiffError(f"the run's classes ({', '.join(pipe.classes)}) are not the data's "
+                            f"({', '.join(dataset.classes)}): evaluate on the data it was "
+                            "trained on")
+    if sampler.guidance is not None and not conditional:
+        raise MinidiffError("guidance needs a conditional run and labelled data")
     mix = dataset.contexts[ref] if conditional else None
     start = time.perf_counter()
     samples = pipe.sample(n, sampler.sampler, sampler.steps, sampler.eta, mix=mix,

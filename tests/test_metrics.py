@@ -117,6 +117,7 @@ def run_and_data(tmp_path_factory):
     pixels, labels = make_sprites(120, seed=1)
     np.save(root / "items_16x16.npy", pixels)
     np.save(root / "items_labels_16x16.npy", np.eye(5, dtype=np.float32)[labels])
+    (root / "items_classes.json").write_text(json.dumps(list(CLASSES)))  # the run's class names
     return root
 
 
@@ -147,3 +148,14 @@ def test_eval_bad_input_is_one_line(run_and_data, capsys, flags, message):
                  str(run_and_data / "items_16x16.npy"), *flags])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_eval_refuses_data_with_other_classes(run_and_data, tmp_path, capsys):
+    np.save(tmp_path / "x_16x16.npy", np.load(run_and_data / "items_16x16.npy"))
+    np.save(tmp_path / "x_labels_16x16.npy", np.load(run_and_data / "items_labels_16x16.npy"))
+    (tmp_path / "x_classes.json").write_text('["a", "b", "c", "d", "e"]')
+    code = main(["eval", "--run", str(run_and_data / "run"), "--data",
+                 str(tmp_path / "x_16x16.npy"), "--classifier-steps", "1", "--n", "4",
+                 "--json", str(tmp_path / "e.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "are not the data's (a, b, c, d, e)" in err, err
