@@ -14,7 +14,7 @@ Noise follows the convention of `minidiff.reference.philox`: x_T is step k = 0's
 k-th update draws step k's, each indexed by element, so sample i's images do not depend on the
 batch size and the fused kernels (`fused=True`) draw the very same numbers in-kernel.
 
-Tutorial: tutorials/02_sampling.py.
+Tutorials: tutorials/02_sampling.py (DDPM), tutorials/06_fast_sampling.py (DDIM).
 """
 
 from __future__ import annotations
