@@ -9,6 +9,8 @@ class, any real vector to mix classes (the course's `[1, 0, 0.6, 0, 0]`), or the
 "null" context the network was trained on 10% of the time, which asks for no class in particular.
 The loops themselves live in `minidiff.samplers`; this module turns names into contexts and
 tensors into pixels.
+
+Tutorial: tutorials/05_control.py.
 """
 
 from __future__ import annotations
