@@ -19,6 +19,8 @@ shrunk to `image_size` by area averaging (a box filter: each output pixel is the
 pixels it covers, so thin pixel-art lines fade instead of vanishing or aliasing, as bilinear and
 nearest would do). Only the built-in sprites may be enlarged, by nearest neighbour, since they are
 pixel art drawn at 16x16; other images smaller than `image_size` are an error.
+
+Tutorial: tutorials/08_your_own_sprites.py.
 """
 
 from __future__ import annotations
