@@ -1,4 +1,5 @@
 """The trained run that chapters 2, 5 and 6 sample from: chapter 4's, or the same run made here.
+Also the data it was trained on, and the feature classifier `minidiff.metrics` measures with.
 
 Chapter 4 trains a ContextUnet on the built-in sprites with `tutorial_config()` and leaves the run
 folder in OUT. A chapter run on its own (CI runs each in a fresh OUT) calls `trained_run()`, which
@@ -17,6 +18,8 @@ import torch
 from _tutorial import OUT, SMALL, pick
 
 from minidiff.checkpoint import CHECKPOINT_NAME
+from minidiff.data import Dataset, load_dataset
+from minidiff.metrics import ClassifierConfig, cached_classifier
 from minidiff.train import TrainConfig, train
 
 if SMALL:
@@ -47,3 +50,16 @@ def trained_run() -> Path:
         print(f"no trained run in {RUN} yet (chapter 4 makes it); training it now")
         train(tutorial_config())
     return RUN
+
+
+def training_data() -> Dataset:
+    """The sprites chapter 4's run trains on, loaded as the trainer loads them."""
+    c = tutorial_config()
+    return load_dataset(c.data, c.labels, c.classes, c.image_size, c.n_images, c.seed)
+
+
+def feature_classifier(dataset: Dataset):
+    """(classifier, info) for FID and conditional accuracy (`minidiff/metrics.py`): trained on
+    `dataset` on first use (about 2 minutes at full size) and cached in OUT for later chapters."""
+    config = ClassifierConfig(steps=pick(ClassifierConfig.steps, 20))
+    return cached_classifier(dataset, config, cache=OUT / "classifiers")
