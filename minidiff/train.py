@@ -53,7 +53,7 @@ class TrainConfig:
     epochs: float | None = None  # passes over the data, instead of steps
     minutes: float | None = None  # wall-clock budget; alone, it fits the step count to it
     optimizer: str = "adamw"  # "adamw" or "adam" (the course's)
-    lr: float = 2e-3  # peak learning rate
+    lr: float = 4e-3  # peak learning rate (300-step sweep: 1e-3 0.190, 2e-3 0.156, 4e-3 0.138)
     weight_decay: float = 0.0  # AdamW's decoupled weight decay
     warmup_steps: int = 50  # linear warm-up from 0 to lr
     lr_schedule: str = "cosine"  # "cosine" to 0, "constant", or "course": lr (1 - epoch/epochs)
@@ -64,7 +64,7 @@ class TrainConfig:
     seed: int = 0  # weights, data order and noise are functions of the seed
     # engine
     device: str = "auto"  # "auto", "cpu", "cuda" (or "mps")
-    precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 elsewhere; or "fp32", "bf16"
+    precision: str = "auto"  # "auto": bf16 autocast where native (CUDA, AVX512-BF16/AMX CPUs)
     channels_last: bool | None = None  # None: on for CUDA, off for CPU
     compile: bool = False  # torch.compile the network (slow to start, faster steps)
     threads: int | None = None  # torch CPU threads; None: torch's default

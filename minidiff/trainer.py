@@ -124,7 +124,7 @@ class Trainer:
         self.channels_last = cuda if c.channels_last is None else c.channels_last
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.autocast = c.precision == "bf16" or (c.precision == "auto" and cuda)
+        self.autocast = c.precision == "bf16" or (c.precision == "auto" and _fast_bf16(device))
         self.ema = EMA(self.model, c.ema_decay) if c.ema_decay > 0 else None
         self.net = distributed.wrap(self.env, self.model, device)
         if c.compile:
@@ -239,6 +239,18 @@ class Trainer:
                          shape=tuple(self.dataset.images.shape[1:]), seed=self.config.seed)
         self.model.train()
         return save_preview(self.out, self.step, images)
+
+
+def _fast_bf16(device: torch.device) -> bool:
+    """Does `device` run bf16 matrix maths natively? CUDA GPUs that support it, and CPUs with
+    AVX512-BF16 or AMX (oneDNN then runs convolutions in bf16 about 1.7x faster than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = torch.cpu
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(cpu, name, lambda: False)() for name in checks)
+    return False
 
 
 @contextlib.contextmanager
