@@ -16,6 +16,8 @@ CUDA, torch.compile on request, data-parallel training under torchrun (`minidiff
 
 Every draw of step s is a function of (seed, s) (`minidiff.batches`), so a run resumed from its
 checkpoint ends with exactly the weights of an uninterrupted one.
+
+Tutorial: tutorials/04_training.py.
 """
 
 from __future__ import annotations
