@@ -59,7 +59,7 @@ def test_grid_npy_and_contexts(run, tmp_path, capsys):
     pixels, contexts = np.load(npy), np.load(tmp_path / "s_contexts.npy")
     assert pixels.shape == (6, 16, 16, 3) and pixels.dtype == np.uint8
     assert contexts.tolist() == [[1, 0, 0, 0, 0], [0, 0, 1, 0, 0]] * 3
-    assert Image.open(out).size == (4 * (3 * 17 + 1), 4 * (2 * 17 + 1))  # 3 x 2 grid, 4x
+    assert Image.open(out).size == (4 * (2 * 17 + 1), 4 * (3 * 17 + 1))  # a column per class
     sample(run, tmp_path, "--n", "6", "--steps", "5", "--class", "hero,2", "--seed", "4",
            "--out", str(out), "--npy", str(tmp_path / "again.npy"), "--normalize", "per-image")
     assert np.array_equal(np.load(tmp_path / "again.npy"), pixels)  # a seed reproduces

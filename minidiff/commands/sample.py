@@ -116,9 +116,11 @@ def main(args) -> int:
                          spacing=config.spacing, save_every=config.save_every)
     seconds = time.perf_counter() - start
     images, frames = result if args.gif else (result, None)
-    save_grid(images, args.out, normalize=args.normalize)
-    if args.gif:
-        save_gif(list(frames), args.gif)  # the course's look: per-image min-max, 5 fps
+    rows = classes or mix or []  # one column per class or mix listed: they cycle along rows
+    save_grid(images, args.out, nrow=len(rows) if len(rows) > 1 else None,
+              normalize=args.normalize)
+    if args.gif:  # the course's look: per-image min-max, 5 fps
+        save_gif(list(frames), args.gif, nrow=len(rows) if len(rows) > 1 else None)
     if args.npy:
         save_npy(args.npy, to_uint8(images, args.normalize), c, n, pipe.n_cfeat)
     wrote = ", ".join(str(p) for p in outputs)
