@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 import torch
-from _tutorial import OUT, pick
+from _tutorial import OUT, SMALL, pick
 from PIL import Image
 
 from minidiff.images import grid, to_uint8
@@ -29,6 +29,8 @@ from minidiff.sprites import CLASSES, make_sprites
 from minidiff.unet import ContextUnet, UnetConfig, build_unet
 
 torch.manual_seed(0)
+if SMALL:  # tiny tensors: on a busy 2-core machine a second thread only waits (see _trained.py)
+    torch.set_num_threads(1)
 
 # %% [markdown]
 # ## The job

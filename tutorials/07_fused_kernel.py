@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _tutorial import OUT, pick
+from _tutorial import OUT, SMALL, pick
 from minidiff.kernels import compile as aot
 from minidiff.kernels import launch
 from minidiff.reference import philox as ref_philox
@@ -49,6 +49,8 @@ from minidiff.images import save_grid
 from minidiff.sprites import make_sprites
 
 ROOT = Path(minidiff.__file__).resolve().parents[1]
+if SMALL:  # tiny tensors: on a busy 2-core machine a second thread only waits (see _trained.py)
+    torch.set_num_threads(1)
 print("kernels run on:", kernels.runtime.backend())
 
 # %% [markdown]
