@@ -55,15 +55,18 @@ print("kernels run on:", kernels.runtime.backend())
 
 # %% [markdown]
 # ## The update as memory traffic
-# Chapter 2's DDPM step, per pixel:
+# Chapter 2's DDPM step, per element (one colour value of one pixel):
 #
 #     x_{t-1} = s1 * (x_t - s2 * eps) + s3 * z,   s1 = 1/sqrt(alpha_t),
 #               s2 = beta_t / sqrt(1 - alpha_bar_t),   s3 = sigma_t (0 at t = 1)
 #
-# Four multiply-adds per pixel. A GPU does tens of thousands of those in the time it takes to
-# fetch one pixel from memory, so the time of this step is the time to move its bytes. The least
-# it can move, in float32: read x_t and eps (8 bytes), write x_{t-1} (4 bytes); z need never touch
-# memory if it is made where it is used. Eager torch runs one operation at a time, and every
+# About 8 floating-point operations per element. A GPU can do about 20 per byte it moves (an
+# H100's specification: some 67 TFLOP/s of float32 against 3.35 TB/s of memory bandwidth), and
+# this update does less than one per byte, so its time is the time to move its bytes. The least
+# it can move, in float32: read x_t and eps (8 bytes), write x_{t-1} (4 bytes); z need never
+# touch memory if it is made where it is used. (Making z in the kernel costs arithmetic instead:
+# ten Philox rounds, a log and a cosine per element; whether the kernel still runs at memory
+# speed is for `benchmarks/kernels.py` to measure on a GPU.) Eager torch runs one operation at a time, and every
 # operation reads its inputs from memory and writes its result back. `benchmarks/kernels.py`
 # counts that with a dispatch mode (a hook on every aten operation); here it is op by op.
 
