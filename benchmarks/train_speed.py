@@ -98,7 +98,7 @@ def time_trainer(args, arch: str, **overrides) -> float:
         try:
             return _time(lambda: trainer.train_step(next(counter)), args)
         finally:
-            torch.set_num_threads(trainer.threads_before)
+            trainer.close()
 
 
 def _time(step, args) -> float:

@@ -37,6 +37,18 @@ class Trainer:
         check_config(config)
         self.config, self.env = config, distributed.from_environment()
         self.threads_before = torch.get_num_threads()  # restored when the run ends
+        try:
+            self._setup(config)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Leave the process group and give torch back its thread count."""
+        distributed.teardown(self.env)
+        torch.set_num_threads(self.threads_before)
+
+    def _setup(self, config: TrainConfig) -> None:
         if config.threads:
             torch.set_num_threads(config.threads)
         self.device = distributed.setup(self.env, resolve_device(config.device))
@@ -63,7 +75,8 @@ class Trainer:
 
     def _load_data(self) -> None:
         c = self.config
-        self.dataset = load_dataset(c.data, c.labels, c.classes, c.image_size, c.n_images, c.seed)
+        # seed 0, not c.seed: the built-in sprites and any subset stay the same across seeds
+        self.dataset = load_dataset(c.data, c.labels, c.classes, c.image_size, c.n_images, seed=0)
         if c.batch_size > len(self.dataset):
             raise MinidiffError(f"--batch-size {c.batch_size} is larger than the data "
                                 f"({len(self.dataset)} images); pass --batch-size "
@@ -196,8 +209,7 @@ class Trainer:
         try:
             run_loop(self, on_step)
         finally:
-            distributed.teardown(self.env)
-            torch.set_num_threads(self.threads_before)
+            self.close()
 
     def sampling_model(self) -> torch.nn.Module:
         """The network previews and users sample: the EMA weights if kept, in eval mode.
