@@ -180,10 +180,10 @@ for name, losses in results.items():
 # ## What the recipe buys
 # The course trains with Adam at 1e-3, lowered at the start of each epoch to
 # 1e-3 * (1 - epoch / epochs) (`lr_schedule="course"`, here squeezed into the short run), with no
-# gradient clipping and no EMA. minidiff's default uses AdamW with a warm-up and a cosine decay
-# from a higher peak (2e-3), clips the gradient at norm 1 and keeps an EMA with decay 0.995. To compare them fairly we
-# train both for the same, shorter, number of steps on the same data, same network, same seed,
-# and score them with the yardstick above.
+# gradient clipping and no EMA. minidiff's default uses AdamW with a warm-up and a cosine decay from
+# a higher peak (2e-3), clips the gradient at norm 1 and keeps an EMA with decay 0.995. To compare
+# them fairly we train both for the same, shorter, number of steps on the same data, same network,
+# same seed, and score them with the yardstick above.
 
 # %%
 short = pick(300, 10)

@@ -60,15 +60,15 @@ print("kernels run on:", kernels.runtime.backend())
 #     x_{t-1} = s1 * (x_t - s2 * eps) + s3 * z,   s1 = 1/sqrt(alpha_t),
 #               s2 = beta_t / sqrt(1 - alpha_bar_t),   s3 = sigma_t (0 at t = 1)
 #
-# About 8 floating-point operations per element. A GPU can do about 20 per byte it moves (an
-# H100's specification: some 67 TFLOP/s of float32 against 3.35 TB/s of memory bandwidth), and
-# this update does less than one per byte, so its time is the time to move its bytes. The least
-# it can move, in float32: read x_t and eps (8 bytes), write x_{t-1} (4 bytes); z need never
-# touch memory if it is made where it is used. (Making z in the kernel costs arithmetic instead:
-# ten Philox rounds, a log and a cosine per element; whether the kernel still runs at memory
-# speed is for `benchmarks/kernels.py` to measure on a GPU.) Eager torch runs one operation at a time, and every
-# operation reads its inputs from memory and writes its result back. `benchmarks/kernels.py`
-# counts that with a dispatch mode (a hook on every aten operation); here it is op by op.
+# About 8 floating-point operations per element. A GPU can do about 20 per byte it moves (an H100's
+# specification: some 67 TFLOP/s of float32 against 3.35 TB/s of memory bandwidth), and this update
+# does less than one per byte, so its time is the time to move its bytes. The least it can move, in
+# float32: read x_t and eps (8 bytes), write x_{t-1} (4 bytes); z need never touch memory if it is
+# made where it is used. (Making z in the kernel costs arithmetic instead: ten Philox rounds, a log
+# and a cosine per element; whether the kernel still runs at memory speed is for
+# `benchmarks/kernels.py` to measure on a GPU.) Eager torch runs one operation at a time, and every
+# operation reads its inputs from memory and writes its result back. `benchmarks/kernels.py` counts
+# that with a dispatch mode (a hook on every aten operation); here it is op by op.
 
 # %%
 spec = importlib.util.spec_from_file_location("bench", ROOT / "benchmarks" / "kernels.py")
@@ -214,12 +214,12 @@ _, eps_alone = kernels.q_sample(x0[:1], 1, schedule, seed=seed, step=k)
 assert torch.equal(eps_alone[0], eps_kernel[0])  # sample 0's noise does not depend on the batch
 
 # %% [markdown]
-# The integers are bit-exact by construction. The normals go through float32 `log` and `cos`:
-# the interpreter uses NumPy's, so here the kernel matches the reference exactly, while the torch
-# twin uses torch's, which differ in the last bit for some numbers (the count is printed above);
-# a GPU's differ too, which is why the tests compare with a tolerance. Because the counter is the element index, sample 0's noise is the same in a batch
-# of 1 or of 4 (checked above), and the torch sampler and the fused sampler agree image for
-# image for the same seed.
+# The integers are bit-exact by construction. The normals go through float32 `log` and `cos`: the
+# interpreter uses NumPy's, so here the kernel matches the reference exactly, while the torch twin
+# uses torch's, which differ in the last bit for some numbers (the count is printed above); a GPU's
+# differ too, which is why the tests compare with a tolerance. Because the counter is the element
+# index, sample 0's noise is the same in a batch of 1 or of 4 (checked above), and the torch sampler
+# and the fused sampler agree image for image for the same seed.
 #
 # ## Run the kernel on a CPU, check it against the reference
 # With no GPU, `kernels/runtime.py` sets `TRITON_INTERPRET=1`: Triton then runs the kernel's

@@ -120,8 +120,9 @@ print("$ python -m minidiff data export --data", folder, "--out", exported)
 print(subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip())
 images_npy = np.load(exported / "my_sprites_16x16.npy")
 labels_npy = np.load(exported / "my_sprites_labels_16x16.npy")
+names = json.loads((exported / "my_sprites_classes.json").read_text())
 print(f"images {images_npy.dtype} {images_npy.shape}, labels {labels_npy.dtype} "
-      f"{labels_npy.shape}, classes {json.loads((exported / 'my_sprites_classes.json').read_text())}")
+      f"{labels_npy.shape}, class names {names}")
 
 # %% [markdown]
 # And back: a `.npy` file finds its labels and class names when they sit beside it with those
@@ -190,8 +191,9 @@ print("saved", OUT / "08_samples.png", "(rows in pairs, samples then real:",
 samples = pipe.sample(pick(300, 12), classes=list(pipe.classes), seed=1)
 order = torch.from_numpy(np.random.default_rng(0).permutation(len(dataset)))
 held, rest = order[: len(order) // 10], order[len(order) // 10 :]
+base_rate = memorisation(dataset.images[held], dataset.images[rest])
 print(f"near copies among samples: {memorisation(samples, dataset.images):.1%};  among real "
-      f"images (a tenth against the rest): {memorisation(dataset.images[held], dataset.images[rest]):.1%}")
+      f"images (a tenth against the rest): {base_rate:.1%}")
 distance = nearest_rms(samples, dataset.images)
 print(f"distance to the nearest training image: median {distance.median():.3f}, smallest "
       f"{distance.min():.3f} (near-copy threshold {NEAR_COPY_RMS:.3f}, in [-1, 1] units)")
