@@ -119,7 +119,7 @@ def main(argv=None) -> None:
     held_out = Dataset(dataset.images[held_rows], dataset.contexts[held_rows], dataset.classes,
                        dataset.name)
     print(f"{dataset.name}: {len(train_rows)} training, {len(held_rows)} held-out images; "
-          f"{args.minutes} min per recipe; torch threads {torch.get_num_threads()}")
+          f"{args.minutes} min per recipe; torch threads {args.threads or torch.get_num_threads()}")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_npy(dataset, train_rows, Path(tmp))
