@@ -12,13 +12,14 @@ run's tensors are too small to share out, and on a busy 2-core machine a second 
 waits for the first (measured: a forward pass of the small network went from 94 ms to 3 ms).
 """
 
+import json
 from pathlib import Path
 
 import torch
 from _tutorial import OUT, SMALL, pick
 
 from minidiff.checkpoint import CHECKPOINT_NAME
-from minidiff.data import Dataset, load_dataset
+from minidiff.data import Dataset, dataset_hash, load_dataset
 from minidiff.metrics import ClassifierConfig, cached_classifier
 from minidiff.train import TrainConfig, train
 
@@ -53,9 +54,14 @@ def trained_run() -> Path:
 
 
 def training_data() -> Dataset:
-    """The sprites chapter 4's run trains on, loaded as the trainer loads them."""
+    """The sprites chapter 4's run trained on, loaded as the trainer loads them (checked against
+    the data hash the run recorded in its config.json)."""
     c = tutorial_config()
-    return load_dataset(c.data, c.labels, c.classes, c.image_size, c.n_images, c.seed)
+    dataset = load_dataset(c.data, c.labels, c.classes, c.image_size, c.n_images)
+    recorded = json.loads((trained_run() / "config.json").read_text())["data"]["hash"]
+    if dataset_hash(dataset) != recorded:
+        raise RuntimeError(f"{RUN} was trained on other data than training_data() loads")
+    return dataset
 
 
 def feature_classifier(dataset: Dataset):
