@@ -92,10 +92,9 @@ for name, value in vars(config).items():
         print(f"  {name} = {value!r}   (default {getattr(defaults, name)!r})")
 if (RUN / CHECKPOINT_NAME).is_file():  # chapter 2, 5 or 6 trained it already
     print(f"{RUN} is already trained; reusing it (delete the folder to train again)")
-    trainer = None
 else:
     start = time.perf_counter()
-    trainer = train(config)
+    train(config)  # returns the Trainer; everything we need is in the run folder
     print(f"trained in {time.perf_counter() - start:.0f} s")
 print("the run folder:", sorted(p.name for p in RUN.iterdir()))
 
