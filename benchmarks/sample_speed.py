@@ -9,14 +9,13 @@ For DDPM-500 and DDIM-25 it times, in the same process and on the same inputs:
 - "minidiff": `minidiff.samplers.sample_loop` (Philox noise, argument checks, float64 coefficients);
 - "network only": the forward passes alone, so that (minidiff - network) / minidiff is the loop's
   overhead outside the network, and the Philox noise's share of it is shown separately.
-Each number is the median of --repeats runs.
+Each number is the fastest of --repeats runs, interleaved (see `fastest_interleaved`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 
 import torch
@@ -60,13 +59,21 @@ def network_only(model, n, visited, T, guided=False):
         model(x, torch.full((len(x),), t / T))
 
 
-def median_seconds(fn, repeats):
-    times = []
+def seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def fastest_interleaved(fns: dict, repeats: int) -> dict:
+    """The fastest of `repeats` timings of each function, run in turn (a, b, c, a, b, c, ...) so
+    that a burst of load from other processes hits all of them alike; the minimum is the run the
+    load disturbed least."""
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            times[name].append(seconds(fn))
+    return {name: min(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -94,19 +101,21 @@ def main() -> None:
     x = torch.empty(n, 3, 16, 16)
     with torch.inference_mode():
         sample_loop(model, schedule, (n, 3, 16, 16), None, SamplerConfig(steps=2))  # warm up
-        philox = median_seconds(lambda: [randn_like_step(x, 0, k) for k in range(25)], 3) / 25
+        philox = min(seconds(lambda: [randn_like_step(x, 0, k) for k in range(25)])
+                     for _ in range(5)) / 25
         for name, config, course in cases:
             visited = config.timesteps(T)
-            ours = median_seconds(
-                lambda config=config: sample_loop(model, schedule, (n, 3, 16, 16), None, config),
-                args.repeats)
-            plain = median_seconds(course, args.repeats)
-            net = median_seconds(lambda v=visited: network_only(model, n, v, T), args.repeats)
+            best = fastest_interleaved({
+                "course": course,
+                "minidiff": lambda c=config: sample_loop(model, schedule, (n, 3, 16, 16), None, c),
+                "network": lambda v=visited: network_only(model, n, v, T),
+            }, args.repeats)
+            ours, net = best["minidiff"], best["network"]
             noisy_steps = (len(visited) - 2) if config.sampler == "ddpm" else 1  # x_T only
-            print(f"| {name} | {plain:.2f} | {ours:.2f} | {net:.2f} | "
-                  f"{(ours - net) / ours:.1%} | {philox * noisy_steps / ours:.1%} |")
+            print(f"| {name} | {best['course']:.2f} | {ours:.2f} | {net:.2f} | "
+                  f"{(ours - net) / ours:.1%} | {philox * noisy_steps / ours:.1%} |", flush=True)
     print(f"# Philox noise for one step of {n} sprites: {philox * 1e3:.2f} ms "
-          f"(torch.randn: {median_seconds(lambda: torch.randn(n, 3, 16, 16), 50) * 1e3:.3f} ms)")
+          f"(torch.randn: {seconds(lambda: torch.randn(n, 3, 16, 16)) * 1e3:.3f} ms)")
 
 
 if __name__ == "__main__":
