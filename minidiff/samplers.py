@@ -178,17 +178,24 @@ def sample_loop(model, schedule: Schedule, shape, c=None, config: SamplerConfig 
     config.check(schedule.T)
     if config.guidance is not None and c is None:
         raise MinidiffError("guidance needs a context (a class or a mix) to steer towards")
-    T, device = schedule.T, schedule.device
+    T, device, batch = schedule.T, schedule.device, shape[0]
     visited = config.timesteps(T)
     update = _fused_update(config) if config.fused else _torch_update(config)
     x = randn_like_step(torch.empty(shape, device=device), seed, 0)  # x_T: step k = 0's noise
-    # every t / T the network will see, made once: no host-to-device copy inside the loop
-    t_over_T = torch.tensor(visited, dtype=torch.float32, device=device) / T
+    # Every timestep, made on the device once: no host-to-device copy inside the loop. The
+    # kernels take these tensors without a sync; the torch steps take Python ints, whose range
+    # check runs on the host (on a GPU they then copy t once per step).
+    t_device = torch.tensor(visited, dtype=torch.int64, device=device)
+    t_over_T = t_device.float() / T
     frames, frame_timesteps = [], []
     for k in range(1, len(visited)):
         t, s = visited[k - 1], visited[k]
-        eps = guided_eps(model, x, t_over_T[k - 1].expand(shape[0]), c, config.guidance)
-        x = update(x, eps.float(), t, s, schedule, seed, k)
+        eps = guided_eps(model, x, t_over_T[k - 1].expand(batch), c, config.guidance)
+        if config.fused:
+            x = update(x, eps.float(), t_device[k - 1].expand(batch), t_device[k].expand(batch),
+                       schedule, seed, k)
+        else:
+            x = update(x, eps.float(), t, s, schedule, seed, k)
         if keep_frames and config.keeps_frame(t, k, T, len(visited) - 1):
             frames.append(x)  # each update returns a new tensor: no copy needed
             frame_timesteps.append(s)
