@@ -23,7 +23,7 @@
 import time
 
 import torch
-from _trained import trained_run
+from _trained import nearest_other, trained_run
 from _tutorial import OUT, pick
 
 import minidiff
@@ -166,13 +166,6 @@ def detail(images: torch.Tensor) -> float:
     dx = (images[..., :, 1:] - images[..., :, :-1]).abs().mean()
     dy = (images[..., 1:, :] - images[..., :-1, :]).abs().mean()
     return float(dx + dy) / 2
-
-
-def nearest_other(images: torch.Tensor) -> torch.Tensor:
-    """RMS pixel distance from each image to the closest other image of the batch."""
-    flat = images.flatten(1)
-    distance = torch.cdist(flat, flat) / flat.shape[1] ** 0.5
-    return distance.fill_diagonal_(float("inf")).min(dim=1).values
 
 
 for name, batch in (("with fresh noise", images), ("without", no_noise)):

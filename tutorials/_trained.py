@@ -1,5 +1,6 @@
 """The trained run that chapters 2, 5 and 6 sample from: chapter 4's, or the same run made here.
-Also the data it was trained on, and the feature classifier `minidiff.metrics` measures with.
+Also the data it was trained on, the feature classifier `minidiff.metrics` measures with, and
+one measure of variety the chapters share.
 
 Chapter 4 trains a ContextUnet on the built-in sprites with `tutorial_config()` and leaves the run
 folder in OUT. A chapter run on its own (CI runs each in a fresh OUT) calls `trained_run()`, which
@@ -20,7 +21,7 @@ from _tutorial import OUT, SMALL, pick
 
 from minidiff.checkpoint import CHECKPOINT_NAME
 from minidiff.data import Dataset, dataset_hash, load_dataset
-from minidiff.metrics import ClassifierConfig, cached_classifier
+from minidiff.metrics import ClassifierConfig, cached_classifier, nearest_rms
 from minidiff.train import TrainConfig, train
 
 if SMALL:
@@ -69,3 +70,10 @@ def feature_classifier(dataset: Dataset):
     `dataset` on first use (about 2 minutes at full size) and cached in OUT for later chapters."""
     config = ClassifierConfig(steps=pick(ClassifierConfig.steps, 20))
     return cached_classifier(dataset, config, cache=OUT / "classifiers")
+
+
+def nearest_other(images: torch.Tensor) -> torch.Tensor:
+    """RMS pixel distance from each image to the closest *other* image of the batch (small:
+    near-repeats), with `minidiff.metrics.nearest_rms` against the rest of the batch."""
+    rest = [torch.cat((images[:i], images[i + 1 :])) for i in range(len(images))]
+    return torch.cat([nearest_rms(images[i : i + 1], rest[i]) for i in range(len(images))])
