@@ -7,7 +7,8 @@
 # - how a whole sampling loop walks t = 500, 499, ..., 1 from pure noise to a sprite, written out
 #   by hand and checked against `minidiff.load(run).sample`;
 # - what the network believes the final sprite is at every step (the "predicted x0");
-# - why the fresh noise matters: leave it out and every sample collapses to the same blob;
+# - why the fresh noise matters: leave it out and the samples lose their detail and collapse onto
+#   a few smooth, typical sprites;
 # - how to make the course's denoising animation.
 #
 # **Code this chapter explains:** `minidiff/samplers.py` (`ddpm_coefficients`, `ddpm_step`,
