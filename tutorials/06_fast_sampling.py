@@ -133,7 +133,8 @@ print(f"DDIM 25 draws {speedup:.0f}x as many samples per second as DDPM {T} on t
 # %% [markdown]
 # Read the table from the run above. Time goes with the number of network calls (the update
 # itself is cheap; chapter 7 makes it cheaper still), so expect DDIM 25 near 500 / 25 = 20 times
-# DDPM's speed; the last line prints what this run measured. For quality, compare each FID with
+# DDPM's speed; the last line prints what this run measured (on a machine shared with other work
+# the times wander, the number of network calls does not). For quality, compare each FID with
 # DDPM's and with the noise floor: with very few steps the jumps are too long and the sprites
 # blur; more steps close the gap. eta = 1 puts fresh noise back into each jump (DDIM eq. 16),
 # which the big jumps then also have to undo. (Under MINIDIFF_TUTORIAL_SMALL=1 the network is
