@@ -14,5 +14,11 @@ from .schedules import Schedule, make_schedule
 __version__ = "0.1.0"
 
 __all__ = [
-    "Schedule", "make_schedule", "q_sample", "ddpm_step", "ddim_step", "ddim_timesteps", "load",
+    "Schedule",
+    "ddim_step",
+    "ddim_timesteps",
+    "ddpm_step",
+    "load",
+    "make_schedule",
+    "q_sample",
 ]

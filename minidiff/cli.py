@@ -2,13 +2,15 @@
 
 Each subcommand lives in `minidiff/commands/<name>.py` and provides two functions:
 `add_arguments(parser)` and `main(args) -> int`. This file only dispatches, and it is the one place
-that turns bad input into one clear line and exit code 2 instead of a traceback.
+that turns bad input into one clear line and exit code 2 instead of a traceback. Set
+MINIDIFF_DEBUG=1 to see the traceback behind such a line (a ValueError may be a bug, not a typo).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from .errors import MinidiffError
@@ -25,8 +27,15 @@ USER_ERRORS = (MinidiffError, ValueError, FileNotFoundError, PermissionError, Is
                NotADirectoryError, FileExistsError)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag gets one line naming it and pointing at --help, not the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="minidiff", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="minidiff", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in COMMANDS.items():
         module = importlib.import_module(f"minidiff.commands.{name}")
@@ -42,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except USER_ERRORS as error:
+        if os.environ.get("MINIDIFF_DEBUG") == "1":
+            raise
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"minidiff {args.command}: error: {message}", file=sys.stderr)
         return 2

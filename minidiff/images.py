@@ -84,6 +84,6 @@ def save_gif(
             format="GIF",
             save_all=True,
             append_images=images[1:],
-            duration=int(round(1000 / fps)),
+            duration=round(1000 / fps),
             loop=0,
         )

@@ -33,11 +33,11 @@ class Schedule:
     beta_tilde: torch.Tensor
 
     @classmethod
-    def from_reference(cls, ref: reference.Schedule) -> "Schedule":
+    def from_reference(cls, ref: reference.Schedule) -> Schedule:
         tables = {name: torch.from_numpy(getattr(ref, name).copy()) for name in TABLES}
         return cls(kind=ref.kind, T=ref.T, **tables)
 
-    def to(self, device: torch.device | str | None) -> "Schedule":
+    def to(self, device: torch.device | str | None) -> Schedule:
         """The same tables on `device` (float32 on Apple's MPS, which has no float64)."""
         if device is None:
             return self

@@ -10,10 +10,10 @@ from .schedules import Schedule, make_schedule
 
 __all__ = [
     "Schedule",
-    "make_schedule",
-    "q_sample",
-    "ddpm_coefficients",
-    "ddpm_step",
     "ddim_step",
     "ddim_timesteps",
+    "ddpm_coefficients",
+    "ddpm_step",
+    "make_schedule",
+    "q_sample",
 ]

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 import torch
+from compare import TOLERANCE, assert_close
 from hypothesis import example, given
 from hypothesis import strategies as st
-
-import minidiff
-from compare import TOLERANCE, assert_close
 from minidiff.reference import make_schedule, q_sample
 from strategies import normal, schedules, seeds, shapes, timesteps
+
+import minidiff
 
 
 @given(schedules(), shapes, seeds)

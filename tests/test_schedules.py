@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import example, given
-
-from minidiff import make_schedule as make_schedule_torch
 from minidiff.reference import make_schedule
 from minidiff.reference.schedules import check_timesteps
 from strategies import schedules
+
+from minidiff import make_schedule as make_schedule_torch
 
 
 def test_course_anchors():
@@ -48,12 +48,12 @@ def test_cosine_beta_is_clipped(s):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(kind="quadratic"), "quadratic"),
-        (dict(T=0), "T=0"),
-        (dict(T=2.5), "T=2.5"),
-        (dict(beta1=0.0), "beta1=0.0"),
-        (dict(beta2=1.0), "beta2=1.0"),
-        (dict(beta1=0.02, beta2=1e-4), "beta2=0.0001 must be >= beta1"),
+        ({"kind": "quadratic"}, "quadratic"),
+        ({"T": 0}, "T=0"),
+        ({"T": 2.5}, "T=2.5"),
+        ({"beta1": 0.0}, "beta1=0.0"),
+        ({"beta2": 1.0}, "beta2=1.0"),
+        ({"beta1": 0.02, "beta2": 1e-4}, "beta2=0.0001 must be >= beta1"),
     ],
 )
 def test_invalid_schedules_name_the_argument(kwargs, message):

@@ -17,7 +17,7 @@ CITED = re.compile(r"`((?:minidiff|reference|kernels|tests|benchmarks)/[\w/]+\.p
 def test_chapter_runs(chapter, tmp_path):
     env = {**os.environ, "MINIDIFF_TUTORIAL_SMALL": "1", "MINIDIFF_TUTORIAL_OUT": str(tmp_path)}
     result = subprocess.run([sys.executable, chapter.name], cwd=chapter.parent, env=env,
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, f"{chapter.name} failed:\n{result.stderr[-3000:]}"
     assert any(tmp_path.iterdir()), f"{chapter.name} saved no pictures"
 

@@ -18,12 +18,12 @@
 import numpy as np
 import torch
 from _tutorial import OUT, pick
+from minidiff.reference import make_schedule, q_sample
 from PIL import Image
 
 import minidiff
 from minidiff.images import grid, save_grid
 from minidiff.plot import line_plot
-from minidiff.reference import make_schedule, q_sample
 from minidiff.sprites import CLASSES, make_sprites
 
 # %% [markdown]

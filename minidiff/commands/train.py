@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import sys
 from pathlib import Path
 
 from ..checkpoint import CHECKPOINT_NAME, load_checkpoint
@@ -58,7 +57,6 @@ def _number(low: float, high: float = math.inf, low_open: bool = False):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.error = lambda message: _one_line_error(parser, message)
     s = argparse.SUPPRESS  # only flags actually given reach the config
     add = parser.add_argument
     data = parser.add_argument_group("data")
@@ -107,11 +105,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--log-every", type=_integer(1), default=s)
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=s)
     add("--preset", choices=tuple(PRESETS), default=s, help="'course': the course's recipe")
-
-
-def _one_line_error(parser: argparse.ArgumentParser, message: str):
-    print(f"{parser.prog}: error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
