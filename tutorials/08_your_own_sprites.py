@@ -151,14 +151,14 @@ for name, other in (("exported", from_npy), ("course-named", from_course)):
 # ## Train on them
 # The same trainer as chapter 4, pointed at the folder. From the shell it is
 #
-#     python -m minidiff train --data OUT/my_sprites --steps 600 --batch-size 64 --n-feat 32
+#     python -m minidiff train --data OUT/my_sprites --steps 2500 --batch-size 64 --n-feat 32
 #
-# and from Python the same fields in a `TrainConfig`. Few images and a smaller network: fewer
-# steps are enough, and the network is narrower to match.
+# and from Python the same fields in a `TrainConfig`. Simple pictures and few of them: a network
+# half the default width will do. On 2 CPU cores this takes a minute or two.
 
 # %%
 config = TrainConfig(data=str(folder), n_feat=pick(32, 8), batch_size=pick(64, 16),
-                     steps=pick(600, 10), sample_every=0, checkpoint_every=0, progress=False,
+                     steps=pick(2500, 10), sample_every=0, checkpoint_every=0, progress=False,
                      log_every=pick(50, 5), out=str(OUT / "my_run"))
 start = time.perf_counter()
 train(config)
