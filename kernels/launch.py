@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 import triton
+import triton.language as tl
 
 from ..philox import philox_seed
 from ..schedules import Schedule, check_timesteps
@@ -85,6 +86,20 @@ def noise(seed: int | None, step: int | None, z: torch.Tensor | None, x: torch.T
     if step is None:
         raise ValueError("seed= needs step=: the k in philox_seed(seed, k) of this update")
     return "philox", x, philox_seed(seed, step)  # z_ptr unused: x stands in
+
+
+@triton.jit
+def sample_chunk(per_sample, BLOCK: tl.constexpr):
+    """Inside a kernel: this program's sample b, its element offsets b * N + i, and their mask.
+
+    The device side of `launch_geometry`: program p updates chunk p % chunks of sample p // chunks.
+    """
+    pid = tl.program_id(0)
+    chunks = tl.cdiv(per_sample, BLOCK)
+    b = pid // chunks  # this program's sample
+    i = (pid % chunks) * BLOCK + tl.arange(0, BLOCK)
+    offsets = b * per_sample + i  # element index: memory offset and Philox counter
+    return b, offsets, i < per_sample
 
 
 def launch_geometry(batch: int, per_sample: int) -> tuple[tuple[int], int, int]:

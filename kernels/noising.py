@@ -31,12 +31,7 @@ def _q_sample_kernel(
     BLOCK: tl.constexpr,  # elements per program, all within one sample
 ):
     """`minidiff.reference.noising.q_sample` with eps = Philox normals: DDPM eq. (4)."""
-    pid = tl.program_id(0)
-    chunks = tl.cdiv(per_sample, BLOCK)
-    b = pid // chunks  # this program's sample
-    i = (pid % chunks) * BLOCK + tl.arange(0, BLOCK)
-    mask = i < per_sample
-    offsets = b * per_sample + i  # element index: memory offset and Philox counter
+    b, offsets, mask = launch.sample_chunk(per_sample, BLOCK)  # sample b, its elements
 
     alpha_bar_t = tl.load(alpha_bar_ptr + tl.load(t_ptr + b))  # float64, as the reference
     sqrt_alpha_bar_t = tl.sqrt(alpha_bar_t).to(tl.float32)

@@ -43,12 +43,7 @@ def _ddpm_step_kernel(
     BLOCK: tl.constexpr,  # elements per program, all within one sample
 ):
     """`minidiff.reference.samplers.ddpm_step`: x_{t-1} = s1 * (x_t - s2 * eps) + s3 * z."""
-    pid = tl.program_id(0)
-    chunks = tl.cdiv(per_sample, BLOCK)
-    b = pid // chunks  # this program's sample
-    i = (pid % chunks) * BLOCK + tl.arange(0, BLOCK)
-    mask = i < per_sample
-    offsets = b * per_sample + i  # element index: memory offset and Philox counter
+    b, offsets, mask = launch.sample_chunk(per_sample, BLOCK)  # sample b, its elements
 
     # ddpm_coefficients, in float64 as the reference
     t = tl.load(t_ptr + b)
@@ -85,12 +80,7 @@ def _ddim_step_kernel(
     BLOCK: tl.constexpr,  # elements per program, all within one sample
 ):
     """`minidiff.reference.samplers.ddim_step`: DDIM eq. (12) with sigma of eq. (16)."""
-    pid = tl.program_id(0)
-    chunks = tl.cdiv(per_sample, BLOCK)
-    b = pid // chunks  # this program's sample
-    i = (pid % chunks) * BLOCK + tl.arange(0, BLOCK)
-    mask = i < per_sample
-    offsets = b * per_sample + i  # element index: memory offset and Philox counter
+    b, offsets, mask = launch.sample_chunk(per_sample, BLOCK)  # sample b, its elements
 
     # per-sample coefficients, in float64 as the reference
     alpha_bar_t = tl.load(alpha_bar_ptr + tl.load(t_ptr + b))

@@ -9,6 +9,8 @@ which picks "ci"):
 
 import os
 
+import pytest
+import torch
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -23,3 +25,14 @@ settings.register_profile("dev", deadline=None, max_examples=100, print_blob=Tru
 settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev")
 )
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny networks gain nothing from threads, and on a busy 2-core machine torch's spinning
+    worker threads slow them down many times over. Modules opt in with
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

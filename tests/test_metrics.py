@@ -24,14 +24,7 @@ from minidiff.metrics import (
 from minidiff.sprites import CLASSES, make_sprites
 from minidiff.unet import UnetConfig, build_unet
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks gain nothing from threads; on a busy 2-core machine they lose a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_frechet_distance_of_1d_gaussians():

@@ -203,14 +203,7 @@ def tiny_pipeline(n_cfeat=5) -> Pipeline:
 PIPE = tiny_pipeline()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks gain nothing from threads, and on a busy 2-core machine torch's spinning
-    worker threads slow them down many times over."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_sampling_is_deterministic_for_a_seed():
