@@ -50,3 +50,11 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, obj) -> None:
     """Atomically write `obj` as indented JSON."""
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_npy(path: str | os.PathLike, array) -> None:
+    """Atomically write `array` as a NumPy .npy file."""
+    import numpy as np  # only the writers of arrays need NumPy here
+
+    with atomic_path(path) as tmp:
+        np.save(tmp, array)

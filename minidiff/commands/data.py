@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..atomic import atomic_path, write_json
+from ..atomic import atomic_path, write_json, write_npy
 from ..data import Dataset, load_dataset
 from ..images import grid, to_uint8
 
@@ -75,16 +75,11 @@ def _pad_row(pixels: np.ndarray, width: int) -> np.ndarray:
 def _export(ds: Dataset, out: str, name: str) -> int:
     size = f"{ds.images.shape[-2]}x{ds.images.shape[-1]}"
     written = [f"{out}/{name}_{size}.npy"]
-    _save_npy(written[0], to_uint8(ds.images))
+    write_npy(written[0], to_uint8(ds.images))
     if ds.classes:
         written.append(f"{out}/{name}_labels_{size}.npy")
-        _save_npy(written[1], ds.contexts.numpy().astype(np.float64))
+        write_npy(written[1], ds.contexts.numpy().astype(np.float64))
         written.append(f"{out}/{name}_classes.json")
         write_json(written[2], {"classes": ds.classes})
     print("wrote " + ", ".join(written))
     return 0
-
-
-def _save_npy(path: str, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        np.save(tmp, array)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path
+from ..atomic import write_npy
 from ..errors import MinidiffError
 from ..images import NORMALIZE, save_gif, save_grid, to_uint8
 from ..pipeline import Pipeline, load
@@ -184,7 +184,5 @@ def save_npy(path, pixels: np.ndarray, c, n: int, n_cfeat: int) -> None:
     (zeros: the null context), as the course's sprites and labels files."""
     path = Path(path)
     contexts = np.zeros((n, n_cfeat), np.float32) if c is None else c.cpu().float().numpy()
-    with atomic_path(path) as tmp:
-        np.save(tmp, pixels)
-    with atomic_path(path.with_name(f"{path.stem}_contexts.npy")) as tmp:
-        np.save(tmp, contexts)
+    write_npy(path, pixels)
+    write_npy(path.with_name(f"{path.stem}_contexts.npy"), contexts)
