@@ -7,7 +7,7 @@
 
 Rows: DDPM-500, DDPM without noise (the course's collapse demonstration), DDIM at 10, 25, 50 and
 100 steps, and DDIM-25 with classifier-free guidance s = 0, 1, 2, 4 (more in VARIANTS). Each row samples --n images
-with the same seed and measures them with `minidiff.metrics.evaluate` (FID in the dataset's own
+with the same seed and measures them with `minidiff.evaluation.metrics.evaluate` (FID in the dataset's own
 classifier features, its real-vs-real noise floor, conditional accuracy, memorisation). The JSON
 of every row goes to benchmarks/out/ (ignored by git); the Markdown table to stdout.
 """
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from minidiff.data import load_dataset
-from minidiff.metrics import ClassifierConfig, cached_classifier, evaluate
+from minidiff.data.datasets import load_dataset
+from minidiff.evaluation.metrics import ClassifierConfig, cached_classifier, evaluate
 from minidiff.pipeline import load
-from minidiff.samplers import SamplerConfig
+from minidiff.sampling import SamplerConfig
 
 ROWS = {
     "DDPM-500": SamplerConfig("ddpm"),

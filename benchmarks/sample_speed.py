@@ -6,7 +6,7 @@
 Weights do not change the speed, so without --run the default ContextUnet is built untrained.
 For DDPM-500 and DDIM-25 it times, in the same process and on the same inputs:
 - "course loop": the course's loop as written in its labs (torch.randn noise, no checks);
-- "minidiff": `minidiff.samplers.sample_loop` (Philox noise, argument checks, float64 coefficients);
+- "minidiff": `minidiff.sampling.sample_loop` (Philox noise, argument checks, float64 coefficients);
 - "network only": the forward passes alone, so that (minidiff - network) / minidiff is the loop's
   overhead outside the network, and the Philox noise's share of it is shown separately.
 Each number is the fastest of --repeats runs, interleaved (see `fastest_interleaved`).
@@ -22,7 +22,7 @@ import torch
 
 from minidiff.philox import randn_like_step
 from minidiff.pipeline import load
-from minidiff.samplers import SamplerConfig, sample_loop
+from minidiff.sampling import SamplerConfig, sample_loop
 from minidiff.schedules import make_schedule
 from minidiff.unet import UnetConfig, build_unet
 

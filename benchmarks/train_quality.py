@@ -15,7 +15,7 @@
 # - held-out denoising MSE: mean || eps - eps_theta(x_t, t / T, c) ||^2 over the held-out images
 #   at fixed t (50, 150, 300, 450), with fixed noise: the training loss, measured where it was not
 #   trained. Lower is better. Always available.
-# - FID, conditional accuracy and memorisation from `minidiff.metrics.evaluate` (DDIM-25 samples
+# - FID, conditional accuracy and memorisation from `minidiff.evaluation.metrics.evaluate` (DDIM-25 samples
 #   against the held-out images), when that module is installed.
 #
 #     python benchmarks/train_quality.py                                   # sprites, 5 minutes
@@ -37,11 +37,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minidiff.checkpoint import load_trained
-from minidiff.data import Dataset, load_dataset
-from minidiff.images import to_uint8
+from minidiff.training.checkpoint import load_trained
+from minidiff.data.datasets import Dataset, load_dataset
+from minidiff.data.images import to_uint8
 from minidiff.noising import q_sample
-from minidiff.train import TrainConfig, train, with_preset
+from minidiff.training.config import TrainConfig, train, with_preset
 
 FIXED_T = (50, 150, 300, 450)
 
@@ -82,11 +82,11 @@ def denoising_mse(model, schedule, images, contexts, seed: int = 0) -> dict:
 
 
 def sample_scores(run: Path, held_out: Dataset, n: int) -> dict:
-    """FID etc. from minidiff.metrics, or a note that it is not available."""
+    """FID etc. from minidiff.evaluation.metrics, or a note that it is not available."""
     try:
-        from minidiff.metrics import evaluate
+        from minidiff.evaluation.metrics import evaluate
         from minidiff.pipeline import load
-        from minidiff.samplers import SamplerConfig
+        from minidiff.sampling import SamplerConfig
     except ImportError as error:
         return {"metrics": f"unavailable ({error})"}
     result = evaluate(load(run, device="cpu"), held_out, SamplerConfig(), n=n)

@@ -8,7 +8,7 @@
 # - **course loop**: what the course's lab does: a `Dataset` whose `__getitem__` converts one
 #   uint8 sprite (ToTensor, Normalize), a shuffling `DataLoader`, `Adam`, eager fp32, torch's
 #   default threads, the network's default memory layout.
-# - **trainer**: `minidiff.trainer.Trainer.train_step` with the default `TrainConfig` (AdamW,
+# - **trainer**: `minidiff.training.trainer.Trainer.train_step` with the default `TrainConfig` (AdamW,
 #   warm-up, clipping, EMA, its engine settings), i.e. exactly what `python -m minidiff train` runs
 #   per step, previews and checkpoints aside.
 #
@@ -34,9 +34,9 @@ from torch.utils.data import Dataset as TorchDataset
 
 from minidiff.noising import q_sample
 from minidiff.schedules import make_schedule
-from minidiff.sprites import make_sprites
-from minidiff.train import TrainConfig
-from minidiff.trainer import Trainer
+from minidiff.data.sprites import make_sprites
+from minidiff.training.config import TrainConfig
+from minidiff.training.trainer import Trainer
 from minidiff.unet import UnetConfig, build_unet
 
 

@@ -4,8 +4,8 @@ Importing this package chooses the backend first (see `runtime`): with no CUDA d
 run in Triton's interpreter on CPU tensors, slowly but with the same results.
 """
 
-from . import runtime
-from .noising import q_sample
-from .samplers import ddim_step, ddpm_step
+from minidiff.kernels import runtime
+from minidiff.kernels.noising import q_sample
+from minidiff.kernels.samplers import ddim_step, ddpm_step
 
 __all__ = ["ddim_step", "ddpm_step", "q_sample", "runtime"]

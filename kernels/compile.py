@@ -108,7 +108,7 @@ def memory_ops(ptx: str, kind: str) -> dict:
 
 
 def _kernel_and_signature(variant: Variant):
-    from . import noising, samplers
+    from minidiff.kernels import noising, samplers
 
     data, i64, f64 = f"*{_TY[variant.dtype]}", "i64", "*fp64"
     if variant.kernel == "ddpm_step":

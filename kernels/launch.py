@@ -12,8 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..philox import philox_seed
-from ..schedules import Schedule, check_timesteps
+from minidiff.philox import philox_seed
+from minidiff.schedules import Schedule, check_timesteps
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_BLOCK = 2048  # elements per program; 8 per thread, as two 16-byte loads of float32

@@ -13,8 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..schedules import Schedule
-from . import launch
+from minidiff.schedules import Schedule
+from minidiff.kernels import launch
 
 __all__ = ["q_sample"]
 

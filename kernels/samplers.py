@@ -19,9 +19,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ..samplers import VARIANCES
-from ..schedules import Schedule
-from . import launch
+from minidiff.samplers import VARIANCES
+from minidiff.schedules import Schedule
+from minidiff.kernels import launch
 
 __all__ = ["ddim_step", "ddpm_step"]
 

@@ -2,23 +2,42 @@
 teaches them, with a NumPy specification (`minidiff.reference`), readable torch code (this
 package) and fused Triton kernels (`minidiff.kernels`).
 
+The course's concepts sit at the top of this package (`schedules`, `noising`, `samplers`,
+`sampling`, `philox`, `unet`, `ema`, `pipeline`); plumbing is grouped below them (`data/`,
+`training/`, `evaluation/`, `cli/`, `utils/`).
+
 Papers: Ho et al. 2020 (DDPM), Song et al. 2021 (DDIM), Nichol & Dhariwal 2021 (cosine
 schedule), Ho & Salimans 2022 (classifier-free guidance).
+
+The names below load on first use, so `import minidiff.training.config` (or the reference)
+does not pull in torch.
 """
 
-from .noising import q_sample
-from .pipeline import load
-from .samplers import ddim_step, ddim_timesteps, ddpm_step
-from .schedules import Schedule, make_schedule
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Schedule",
-    "ddim_step",
-    "ddim_timesteps",
-    "ddpm_step",
-    "load",
-    "make_schedule",
-    "q_sample",
-]
+# name -> the module that owns it
+_EXPORTS = {
+    "Schedule": "minidiff.schedules",
+    "make_schedule": "minidiff.schedules",
+    "q_sample": "minidiff.noising",
+    "ddpm_step": "minidiff.samplers",
+    "ddim_step": "minidiff.samplers",
+    "ddim_timesteps": "minidiff.samplers",
+    "load": "minidiff.pipeline",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'minidiff' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .schedules import Schedule, check_timesteps, compute_dtype, extract
+from minidiff.schedules import Schedule, check_timesteps, compute_dtype, extract
 
 
 def q_sample(x0: torch.Tensor, t, eps: torch.Tensor, schedule: Schedule) -> torch.Tensor:

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_trained
-from .device import resolve_device
-from .errors import MinidiffError
-from .images import NORMALIZE, to_uint8
-from .samplers import SamplerConfig, sample_loop
-from .schedules import Schedule
+from minidiff.training.checkpoint import load_trained
+from minidiff.utils.device import resolve_device
+from minidiff.utils.errors import MinidiffError
+from minidiff.data.images import NORMALIZE, to_uint8
+from minidiff.sampling import SamplerConfig, sample_loop
+from minidiff.schedules import Schedule
 
 __all__ = ["Pipeline", "load"]
 
@@ -88,7 +88,7 @@ class Pipeline:
         """Generate n images; see `SamplerConfig` for the sampler settings.
 
         Returns images (n, C, H, W) as the model made them (about [-1, 1]), or with `normalize`
-        ("clip" or "per-image", see `minidiff.images`) uint8 pixels (n, H, W, C). With
+        ("clip" or "per-image", see `minidiff.data.images`) uint8 pixels (n, H, W, C). With
         `return_intermediates`, returns (images, frames): frames stacked (F, n, ...) the same way.
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:

@@ -1,48 +1,23 @@
-"""Reverse steps and sampling loops in torch: `minidiff.reference.samplers`, batched, any device.
+"""Reverse steps in torch: `minidiff.reference.samplers`, batched, any device.
 
 Notation as in the reference: `x_t`, `eps` (the model's eps_theta), `z` fresh noise, `t` and `s`
 per-sample integer timesteps, `sigma` the added noise's standard deviation, `c` the context
 (one-hot class or any real vector; zeros are the "null" context). Arithmetic runs in float32 or
 wider (see `schedules.compute_dtype`) and results come back in that dtype.
 
-The loops (`sample_loop`, configured by `SamplerConfig`) are the course's: DDPM walks t = T..1
-(DDPM Algorithm 2), its "no noise" variant sets z = 0 at every step to show the collapse to
-average blobs, and DDIM jumps through `ddim_timesteps` (Song et al. 2021, eq. 12). Classifier-free
-guidance (Ho & Salimans 2022, eq. 6) runs both halves in one batched forward pass.
-
-Noise follows the convention of `minidiff.reference.philox`: x_T is step k = 0's noise and the
-k-th update draws step k's, each indexed by element, so sample i's images do not depend on the
-batch size and the fused kernels (`fused=True`) draw the very same numbers in-kernel.
+The loops that call these steps, and guidance, live in `minidiff/sampling.py`.
 
 Tutorials: tutorials/02_sampling.py (DDPM), tutorials/06_fast_sampling.py (DDIM).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 
-from .errors import MinidiffError
-from .philox import randn_like_step
-from .reference.samplers import SPACINGS, VARIANCES, ddim_timesteps
-from .schedules import Schedule, check_timesteps, compute_dtype, extract
+from minidiff.reference.samplers import SPACINGS, VARIANCES, ddim_timesteps
+from minidiff.schedules import Schedule, check_timesteps, compute_dtype, extract
 
-__all__ = [
-    "SAMPLERS",
-    "SPACINGS",
-    "VARIANCES",
-    "SamplerConfig",
-    "ddim_step",
-    "ddim_timesteps",
-    "ddpm_coefficients",
-    "ddpm_step",
-    "guided_eps",
-    "sample_loop",
-]
-
-SAMPLERS = ("ddim", "ddpm", "ddpm-no-noise")
+__all__ = ["SPACINGS", "VARIANCES", "ddim_step", "ddim_timesteps", "ddpm_coefficients", "ddpm_step"]
 
 
 def ddpm_coefficients(t: torch.Tensor, schedule: Schedule, variance: str = "beta"):
@@ -107,140 +82,3 @@ def _check_same_shape(**tensors) -> None:
     for name, a in rest:
         if a is not None and a.shape != first.shape:
             raise ValueError(f"{name} has shape {tuple(a.shape)} but {first_name} has {tuple(first.shape)}")
-
-
-# %% Sampling loops
-
-
-@dataclass
-class SamplerConfig:
-    """How to walk from noise to images; `python -m minidiff sample` maps its flags onto this."""
-
-    sampler: str = "ddim"  # "ddim", "ddpm" (all T steps) or "ddpm-no-noise" (the course's z = 0 demo)
-    steps: int = 25  # DDIM jumps (the course's demo: 25); DDPM always takes T
-    eta: float = 0.0  # DDIM noise: 0 deterministic (the course), 1 DDPM-like (DDIM eq. 16)
-    spacing: str = "course"  # DDIM timesteps: "course" = range(T, 0, -(T // steps)), or "uniform"
-    guidance: float | None = None  # classifier-free scale s in eps_u + s (eps_c - eps_u); None: off
-    clip_x0: bool = False  # DDIM: clamp the predicted x0 to [-1, 1] (the course does not)
-    fused: bool = False  # run each update as one Triton kernel (minidiff.kernels)
-    save_every: int | None = None  # frames: DDPM keeps t % 20 == 0 (course), DDIM every step
-
-    def check(self, T: int) -> None:
-        """Raise a one-line MinidiffError for a setting that cannot run on a T-step schedule."""
-        if self.sampler not in SAMPLERS:
-            raise MinidiffError(f"sampler {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
-        if self.sampler == "ddim" and not 1 <= self.steps <= T:
-            raise MinidiffError(f"steps={self.steps} is outside the valid range [1, {T}]")
-        if not 0.0 <= self.eta <= 1.0:
-            raise MinidiffError(f"eta={self.eta} is outside the valid range [0, 1]")
-        if self.spacing not in SPACINGS:
-            raise MinidiffError(f"spacing {self.spacing!r} is not one of {', '.join(SPACINGS)}")
-        if self.guidance is not None and not math.isfinite(self.guidance):
-            raise MinidiffError(f"guidance={self.guidance} must be a finite scale, e.g. 0 to 8")
-        if self.save_every is not None and self.save_every < 1:
-            raise MinidiffError(f"save_every={self.save_every} must be at least 1")
-
-    def timesteps(self, T: int) -> list[int]:
-        """The timesteps visited, from T down to 0; each consecutive pair (t, s) is one update."""
-        if self.sampler == "ddim":
-            return [int(t) for t in ddim_timesteps(T, self.steps, self.spacing)]
-        return list(range(T, -1, -1))
-
-    def keeps_frame(self, t: int, k: int, T: int, n_updates: int) -> bool:
-        """Is x after update k (from timestep t) an animation frame? The course keeps
-        `i % 20 == 0 or i == T or i < 8` for DDPM (32 frames of 500) and every DDIM step."""
-        if self.sampler == "ddim":
-            every = self.save_every or 1
-            return k % every == 0 or k == n_updates
-        return t % (self.save_every or 20) == 0 or t == T or t < 8
-
-
-def guided_eps(model, x_t, t_over_T, c, guidance):
-    """eps_theta(x_t, t / T, c), or with guidance eps_u + s (eps_c - eps_u) (Ho & Salimans 2022,
-    eq. 6 with s = 1 + w) from ONE forward pass over the doubled batch [c; null context]."""
-    if guidance is None:
-        return model(x_t, t_over_T, c)
-    eps_c, eps_u = model(torch.cat((x_t, x_t)), torch.cat((t_over_T, t_over_T)),
-                         torch.cat((c, torch.zeros_like(c)))).chunk(2)
-    return eps_u + guidance * (eps_c - eps_u)
-
-
-@torch.inference_mode()
-def sample_loop(model, schedule: Schedule, shape, c=None, config: SamplerConfig | None = None,
-                seed: int = 0, keep_frames: bool = False):
-    """Run the reverse process from x_T ~ N(0, I) and return (x0, frames, frame_timesteps).
-
-    `shape` is (B, C, H, W); `c` (B, n_cfeat) or None (the null context for a conditional model).
-    `frames` holds x after the updates `SamplerConfig.keeps_frame` picks (on x's device), and
-    `frame_timesteps` the timestep each frame sits at. Noise: see the module docstring.
-    """
-    config = config or SamplerConfig()
-    config.check(schedule.T)
-    if config.guidance is not None and c is None:
-        raise MinidiffError("guidance needs a context (a class or a mix) to steer towards")
-    T, device, batch = schedule.T, schedule.device, shape[0]
-    visited = config.timesteps(T)
-    update = _fused_update(config) if config.fused else _torch_update(config)
-    x = randn_like_step(torch.empty(shape, device=device), seed, 0)  # x_T: step k = 0's noise
-    # Every timestep, made on the device once: no host-to-device copy inside the loop. The
-    # kernels take these tensors without a sync; the torch steps take Python ints, whose range
-    # check runs on the host (on a GPU they then copy t once per step).
-    t_device = torch.tensor(visited, dtype=torch.int64, device=device)
-    t_over_T = t_device.float() / T
-    frames, frame_timesteps = [], []
-    for k in range(1, len(visited)):
-        t, s = visited[k - 1], visited[k]
-        eps = guided_eps(model, x, t_over_T[k - 1].expand(batch), c, config.guidance)
-        if config.fused:
-            x = update(x, eps.float(), t_device[k - 1].expand(batch), t_device[k].expand(batch),
-                       schedule, seed, k)
-        else:
-            x = update(x, eps.float(), t, s, schedule, seed, k)
-        if keep_frames and config.keeps_frame(t, k, T, len(visited) - 1):
-            frames.append(x)  # each update returns a new tensor: no copy needed
-            frame_timesteps.append(s)
-    return x, frames, frame_timesteps
-
-
-def _torch_update(config: SamplerConfig):
-    """x_t -> x_s with the torch steps above, noise from `minidiff.philox` for step k."""
-    variance = "none" if config.sampler == "ddpm-no-noise" else "beta"
-
-    def ddpm(x, eps, t, s, schedule, seed, k):
-        z = randn_like_step(x, seed, k) if variance != "none" and t > 1 else None
-        return ddpm_step(x, eps, t, schedule, z, variance)
-
-    def ddim(x, eps, t, s, schedule, seed, k):
-        z = randn_like_step(x, seed, k) if config.eta > 0 else None
-        return ddim_step(x, eps, t, s, schedule, config.eta, z, config.clip_x0)
-
-    return ddim if config.sampler == "ddim" else ddpm
-
-
-def _fused_update(config: SamplerConfig):
-    """x_t -> x_s with `minidiff.kernels`: one kernel per update, the same noise drawn in-kernel."""
-    kernels = load_kernels()
-    variance = "none" if config.sampler == "ddpm-no-noise" else "beta"
-
-    def ddpm(x, eps, t, s, schedule, seed, k):
-        noise_seed = None if variance == "none" else seed
-        return kernels.ddpm_step(x, eps, t, schedule, seed=noise_seed, step=k, variance=variance)
-
-    def ddim(x, eps, t, s, schedule, seed, k):
-        noise_seed = seed if config.eta > 0 else None
-        return kernels.ddim_step(x, eps, t, s, schedule, eta=config.eta, clip_x0=config.clip_x0,
-                                 seed=noise_seed, step=k)
-
-    return ddim if config.sampler == "ddim" else ddpm
-
-
-def load_kernels():
-    """`minidiff.kernels`, or a one-line MinidiffError when Triton is not installed."""
-    try:
-        from . import kernels
-    except ImportError as error:
-        if "triton" not in str(error).lower():
-            raise
-        raise MinidiffError("--fused needs Triton, which is not installed here (pip install "
-                            "triton; Linux only); sample without --fused") from None
-    return kernels

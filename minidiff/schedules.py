@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .reference import schedules as reference
+from minidiff.reference import schedules as reference
 
 TABLES = ("beta", "alpha", "alpha_bar", "alpha_bar_prev", "beta_tilde")
 KINDS = reference.KINDS

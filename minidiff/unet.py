@@ -49,7 +49,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .errors import MinidiffError
+from minidiff.utils.errors import MinidiffError
 
 ARCHS = ("course", "minidiff")
 

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from minidiff.cli import main as cli_main
-from minidiff.data import Dataset, dataset_hash, load_dataset
-from minidiff.errors import MinidiffError
-from minidiff.sprites import CLASSES
+from minidiff.data.datasets import Dataset, dataset_hash, load_dataset
+from minidiff.utils.errors import MinidiffError
+from minidiff.data.sprites import CLASSES
 
 
 def random_pixels(n, h, w=None, seed=0):

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from minidiff.checkpoint import save_checkpoint
+from minidiff.training.checkpoint import save_checkpoint
 from minidiff.cli import main
-from minidiff.data import Dataset
-from minidiff.metrics import (
+from minidiff.data.datasets import Dataset
+from minidiff.evaluation.metrics import (
     NEAR_COPY_RMS,
     ClassifierConfig,
     cached_classifier,
@@ -21,7 +21,7 @@ from minidiff.metrics import (
     memorisation,
     nearest_rms,
 )
-from minidiff.sprites import CLASSES, make_sprites
+from minidiff.data.sprites import CLASSES, make_sprites
 from minidiff.unet import UnetConfig, build_unet
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

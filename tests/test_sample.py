@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from minidiff.checkpoint import save_checkpoint
+from minidiff.training.checkpoint import save_checkpoint
 from minidiff.cli import main
-from minidiff.sprites import CLASSES
+from minidiff.data.sprites import CLASSES
 from minidiff.unet import UnetConfig, build_unet
 
 SCHEDULE = {"kind": "linear", "T": 500, "beta1": 1e-4, "beta2": 0.02}

@@ -14,8 +14,8 @@ from strategies import normal, schedules, seeds, shapes, timesteps
 
 import minidiff
 from minidiff.pipeline import Pipeline
-from minidiff.samplers import SamplerConfig, guided_eps, sample_loop
-from minidiff.sprites import CLASSES
+from minidiff.sampling import SamplerConfig, guided_eps, sample_loop
+from minidiff.data.sprites import CLASSES
 from minidiff.unet import UnetConfig, build_unet
 
 

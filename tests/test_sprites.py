@@ -4,8 +4,8 @@ import numpy as np
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from minidiff import sprites
-from minidiff.sprites import CLASSES, make_sprites
+from minidiff.data import sprites
+from minidiff.data.sprites import CLASSES, make_sprites
 
 
 def test_classes_are_the_courses_five_in_order():

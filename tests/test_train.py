@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from minidiff.batches import Batches
-from minidiff.checkpoint import load_checkpoint, load_trained
+from minidiff.training.batches import Batches
+from minidiff.training.checkpoint import load_checkpoint, load_trained
 from minidiff.ema import EMA, recalibrate_batchnorm
-from minidiff.train import PRESETS, TrainConfig, learning_rate, train, with_preset
+from minidiff.training.config import PRESETS, TrainConfig, learning_rate, train, with_preset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -126,7 +126,7 @@ def test_data_parallel_ranks_agree_with_each_other_and_with_one_process(tmp_path
     script = tmp_path / "ddp.py"
     script.write_text(
         "import sys, torch\n"
-        "from minidiff.train import TrainConfig, train\n"
+        "from minidiff.training.config import TrainConfig, train\n"
         f"config = TrainConfig(**{_ddp_config()!r}, out=sys.argv[1])\n"
         "trainer = train(config)\n"
         "torch.save(trainer.model.state_dict(), f'{sys.argv[1]}/rank{trainer.env.rank}.pt')\n")
@@ -204,7 +204,7 @@ def test_course_preset_is_the_courses_recipe(tmp_path):
         for step in (epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch - 1):
             lr = learning_rate(config, step, total, steps_per_epoch)
             assert lr == pytest.approx(1e-3 * (1 - epoch / 32), rel=1e-12)
-    from minidiff.trainer import Trainer
+    from minidiff.training.trainer import Trainer
 
     trainer = Trainer(dataclasses.replace(config, n_images=200, epochs=1, progress=False,
                                           out=str(tmp_path / "course"), device="cpu", threads=1))

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from minidiff import cli
-from minidiff.commands.train import config_from_args
+from minidiff.cli.train import config_from_args
 
 TINY = ["--n-images", "32", "--n-feat", "8", "--batch-size", "8", "--sample-every", "0",
         "--no-progress", "--device", "cpu", "--threads", "1"]

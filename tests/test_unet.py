@@ -5,7 +5,7 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from minidiff.errors import MinidiffError
+from minidiff.utils.errors import MinidiffError
 from minidiff.unet import ARCHS, ContextUnet, UnetConfig, build_unet
 
 COURSE_PARAMS = 1_481_027  # n_feat=64, n_cfeat=5, height=16, with the registered 1x1 shortcut

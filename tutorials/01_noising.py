@@ -22,9 +22,9 @@ from minidiff.reference import make_schedule, q_sample
 from PIL import Image
 
 import minidiff
-from minidiff.images import grid, save_grid
-from minidiff.plot import line_plot
-from minidiff.sprites import CLASSES, make_sprites
+from minidiff.data.images import grid, save_grid
+from _plot import line_plot
+from minidiff.data.sprites import CLASSES, make_sprites
 
 # %% [markdown]
 # ## The schedule

@@ -14,7 +14,7 @@
 # **Code this chapter explains:** `minidiff/samplers.py` (`ddpm_coefficients`, `ddpm_step`,
 # `SamplerConfig`, `sample_loop`), its specification `reference/samplers.py`, the one-line
 # entry point `minidiff/pipeline.py` (`minidiff.load`, `Pipeline.sample`), the noise stream
-# `minidiff/philox.py`, and `minidiff/images.py` (`save_grid`, `save_gif`). Tests:
+# `minidiff/philox.py`, and `minidiff/data/images.py` (`save_grid`, `save_gif`). Tests:
 # `tests/test_samplers.py`.
 #
 # Sampling needs a trained network. Chapter 4 trains one; run on its own, this chapter trains
@@ -29,7 +29,7 @@ from _tutorial import OUT, pick
 
 import minidiff
 from minidiff import philox, samplers
-from minidiff.images import save_gif, save_grid
+from minidiff.data.images import save_gif, save_grid
 
 pipe = minidiff.load(trained_run(), device="cpu")  # the EMA weights, in eval mode
 model, schedule = pipe.model, pipe.schedule

@@ -24,8 +24,8 @@ import torch
 from _tutorial import OUT, SMALL, pick
 from PIL import Image
 
-from minidiff.images import grid, to_uint8
-from minidiff.sprites import CLASSES, make_sprites
+from minidiff.data.images import grid, to_uint8
+from minidiff.data.sprites import CLASSES, make_sprites
 from minidiff.unet import ContextUnet, UnetConfig, build_unet
 
 torch.manual_seed(0)

@@ -4,15 +4,15 @@
 # **You will learn**
 # - the whole training algorithm in five lines (DDPM Algorithm 1, as the course runs it): pick a
 #   sprite, a timestep and some noise, noise the sprite, and teach the network to name the noise;
-# - how to train a ContextUnet on the built-in sprites with `minidiff.train`, and what its run
+# - how to train a ContextUnet on the built-in sprites with `minidiff.training.config`, and what its run
 #   folder holds: the loss curve, preview grids as it learns, the checkpoint;
 # - what the loss means at different t;
 # - what the trainer's choices buy, measured on held-out sprites: the EMA of the weights, and
 #   minidiff's recipe against the course's (Adam at a constant 1e-3, no clipping, no EMA).
 #
-# **Code this chapter explains:** `minidiff/train.py` (`TrainConfig`, `train`, `learning_rate`),
-# `minidiff/trainer.py` (`Trainer.train_step`), `minidiff/batches.py` (what each step draws),
-# `minidiff/ema.py` (`EMA`), `minidiff/runs.py` (the run folder) and `minidiff/noising.py`
+# **Code this chapter explains:** `minidiff/training/config.py` (`TrainConfig`, `train`, `learning_rate`),
+# `minidiff/training/trainer.py` (`Trainer.train_step`), `minidiff/training/batches.py` (what each step draws),
+# `minidiff/ema.py` (`EMA`), `minidiff/training/runs.py` (the run folder) and `minidiff/noising.py`
 # (`q_sample`). Tests: `tests/test_train.py`.
 #
 # **Time:** at full size this chapter trains for a few minutes on 2 CPU cores (one main run,
@@ -32,11 +32,11 @@ from _tutorial import OUT, pick
 from PIL import Image
 
 import minidiff
-from minidiff.checkpoint import CHECKPOINT_NAME
-from minidiff.plot import line_plot
-from minidiff.sprites import make_sprites
-from minidiff.train import TrainConfig, train
-from minidiff.trainer import Trainer
+from minidiff.training.checkpoint import CHECKPOINT_NAME
+from _plot import line_plot
+from minidiff.data.sprites import make_sprites
+from minidiff.training.config import TrainConfig, train
+from minidiff.training.trainer import Trainer
 from minidiff.unet import UnetConfig, build_unet
 
 # %% [markdown]

@@ -14,13 +14,13 @@
 # **Code this chapter explains:** `minidiff/pipeline.py` (`Pipeline.contexts`, `Pipeline.sample`
 # with `classes=`, `mix=`, `guidance=`), `minidiff/samplers.py` (`guided_eps`, `sample_loop`),
 # where c enters the network in `minidiff/unet.py` (chapter 3), and the measurements in
-# `minidiff/metrics.py` (`conditional_accuracy`, `evaluate`). Tests: `tests/test_samplers.py`
+# `minidiff/evaluation/metrics.py` (`conditional_accuracy`, `evaluate`). Tests: `tests/test_samplers.py`
 # (`test_guidance_formula`, `test_class_and_mix_contexts`).
 #
 # This chapter samples with the pipeline's default sampler, DDIM with 25 steps (chapter 6
 # explains it; `sampler="ddpm"` gives the course's 500 steps, 20 times slower). It needs chapter
 # 4's trained run and trains it first if it is missing (a few minutes at full size), and the
-# feature classifier of `minidiff/metrics.py` (about 2 more minutes the first time).
+# feature classifier of `minidiff/evaluation/metrics.py` (about 2 more minutes the first time).
 
 # %%
 import inspect
@@ -30,9 +30,9 @@ from _trained import feature_classifier, nearest_other, trained_run, training_da
 from _tutorial import OUT, pick
 
 import minidiff
-from minidiff.images import save_grid
-from minidiff.metrics import classify, evaluate
-from minidiff.samplers import SamplerConfig, guided_eps
+from minidiff.data.images import save_grid
+from minidiff.evaluation.metrics import classify, evaluate
+from minidiff.sampling import SamplerConfig, guided_eps
 
 pipe = minidiff.load(trained_run(), device="cpu")
 print("classes, in context order:", pipe.classes)
@@ -124,7 +124,7 @@ print("saved", ", ".join(str(OUT / f"05_guidance_{s:g}.png") for s in SCALES))
 
 # %% [markdown]
 # ## What the scale does, measured
-# `minidiff.metrics.evaluate` (what `python -m minidiff eval --guidance S` runs) samples n images
+# `minidiff.evaluation.metrics.evaluate` (what `python -m minidiff eval --guidance S` runs) samples n images
 # with the data's own class mix and reports, among other things, the conditional accuracy (the
 # share the classifier assigns to the class asked for) and FID against real sprites in the
 # classifier's feature space (lower is better; "noise floor" is what real images score against

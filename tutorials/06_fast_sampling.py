@@ -12,12 +12,12 @@
 #   per second for DDIM at several step counts and for DDPM's 500 steps.
 #
 # **Code this chapter explains:** `minidiff/samplers.py` (`ddim_step`, `ddim_timesteps`,
-# `SamplerConfig`), its specification `reference/samplers.py`, and the measurements of
-# `minidiff/metrics.py` (`evaluate`, what `python -m minidiff eval` prints, see
-# `minidiff/commands/eval.py`). Tests: `tests/test_samplers.py`.
+# `minidiff/sampling.py` (`SamplerConfig`), its specification `reference/samplers.py`, and the measurements of
+# `minidiff/evaluation/metrics.py` (`evaluate`, what `python -m minidiff eval` prints, see
+# `minidiff/cli/eval.py`). Tests: `tests/test_samplers.py`.
 #
 # It needs chapter 4's trained run (trained first if missing: a few minutes at full size) and
-# the feature classifier of `minidiff/metrics.py` (about 2 minutes the first time). The quality
+# the feature classifier of `minidiff/evaluation/metrics.py` (about 2 minutes the first time). The quality
 # table samples with DDPM too, which takes another minute or two at full size.
 
 # %%
@@ -30,8 +30,9 @@ from minidiff.reference import samplers as ref
 
 import minidiff
 from minidiff import samplers
-from minidiff.images import save_grid
-from minidiff.metrics import evaluate
+from minidiff.sampling import SamplerConfig
+from minidiff.data.images import save_grid
+from minidiff.evaluation.metrics import evaluate
 
 pipe = minidiff.load(trained_run(), device="cpu")
 schedule, T = pipe.schedule, pipe.schedule.T
@@ -104,7 +105,7 @@ assert torch.equal(again, rows["DDIM 25"])  # the same seed, the same images, bi
 
 # %% [markdown]
 # ## Quality against speed, measured
-# `minidiff.metrics.evaluate` is what `python -m minidiff eval --run RUN --sampler ddim --steps
+# `minidiff.evaluation.metrics.evaluate` is what `python -m minidiff eval --run RUN --sampler ddim --steps
 # 25` runs: it samples n images with the data's class mix and measures FID against real sprites
 # in a small classifier's feature space (lower is better; the noise floor is real against real,
 # the best score possible at this n), the share of samples the classifier puts in the class asked
@@ -119,7 +120,7 @@ print(f"{n_eval} samples each, feature classifier {info['accuracy']:.1%} accurat
 print(f"{'sampler':16} {'FID':>7} {'floor':>6} {'accuracy':>9} {'samples/s':>10} {'seconds':>8}")
 table = {}
 for sampler, steps, eta in settings:
-    config = samplers.SamplerConfig(sampler=sampler, steps=steps, eta=eta)
+    config = SamplerConfig(sampler=sampler, steps=steps, eta=eta)
     r = evaluate(pipe, dataset, config, n=n_eval, seed=1, classifier=classifier,
                  classifier_info=info)
     name = f"{sampler.upper()} {steps}" + (f", eta {eta:g}" if eta else "")

@@ -45,8 +45,8 @@ from minidiff.reference.schedules import make_schedule as make_ref_schedule
 import minidiff
 from minidiff import philox as torch_philox
 from minidiff import samplers
-from minidiff.images import save_grid
-from minidiff.sprites import make_sprites
+from minidiff.data.images import save_grid
+from minidiff.data.sprites import make_sprites
 
 ROOT = Path(minidiff.__file__).resolve().parents[1]
 if SMALL:  # tiny tensors: on a busy 2-core machine a second thread only waits (see _trained.py)

@@ -11,9 +11,9 @@
 #   sample by your class names, and check that a model trained on few images is not simply
 #   copying them.
 #
-# **Code this chapter explains:** `minidiff/data.py` (`load_dataset`, `Dataset`), the data
-# command `minidiff/commands/data.py` (`python -m minidiff data preview|export`), the trainer
-# `minidiff/train.py`, and the memorisation check in `minidiff/metrics.py` (`nearest_rms`,
+# **Code this chapter explains:** `minidiff/data/datasets.py` (`load_dataset`, `Dataset`), the data
+# command `minidiff/cli/data.py` (`python -m minidiff data preview|export`), the trainer
+# `minidiff/training/config.py`, and the memorisation check in `minidiff/evaluation/metrics.py` (`nearest_rms`,
 # `memorisation`). Tests: `tests/test_data.py`.
 #
 # "Your" images are drawn here, on the fly, into OUT: a few hundred coins, gems and potions,
@@ -32,10 +32,10 @@ from _tutorial import OUT, SMALL, pick
 from PIL import Image, ImageDraw
 
 import minidiff
-from minidiff.data import load_dataset
-from minidiff.images import grid, save_grid, to_uint8
-from minidiff.metrics import NEAR_COPY_RMS, memorisation, nearest_rms
-from minidiff.train import TrainConfig, train
+from minidiff.data.datasets import load_dataset
+from minidiff.data.images import grid, save_grid, to_uint8
+from minidiff.evaluation.metrics import NEAR_COPY_RMS, memorisation, nearest_rms
+from minidiff.training.config import TrainConfig, train
 
 if SMALL:  # tiny tensors: on a busy 2-core machine a second thread only waits (see _trained.py)
     torch.set_num_threads(1)
@@ -182,7 +182,7 @@ print("saved", OUT / "08_samples.png", "(rows in pairs, samples then real:",
 
 # %% [markdown]
 # ## Is it copying?
-# With a few hundred images a network can learn them by heart. `minidiff/metrics.py` calls a
+# With a few hundred images a network can learn them by heart. `minidiff/evaluation/metrics.py` calls a
 # sample a near copy when some training image is within 8/255 root-mean-square of it, and
 # compares with the same rate among real images (real data has near-duplicates of its own):
 # only a rate well above that base rate suggests memorisation.

@@ -1,5 +1,5 @@
 """The trained run that chapters 2, 5 and 6 sample from: chapter 4's, or the same run made here.
-Also the data it was trained on, the feature classifier `minidiff.metrics` measures with, and
+Also the data it was trained on, the feature classifier `minidiff.evaluation.metrics` measures with, and
 one measure of variety the chapters share.
 
 Chapter 4 trains a ContextUnet on the built-in sprites with `tutorial_config()` and leaves the run
@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 from _tutorial import OUT, SMALL, pick
 
-from minidiff.checkpoint import CHECKPOINT_NAME
-from minidiff.data import Dataset, dataset_hash, load_dataset
-from minidiff.metrics import ClassifierConfig, cached_classifier, nearest_rms
-from minidiff.train import TrainConfig, train
+from minidiff.training.checkpoint import CHECKPOINT_NAME
+from minidiff.data.datasets import Dataset, dataset_hash, load_dataset
+from minidiff.evaluation.metrics import ClassifierConfig, cached_classifier, nearest_rms
+from minidiff.training.config import TrainConfig, train
 
 if SMALL:
     torch.set_num_threads(1)
@@ -31,7 +31,7 @@ RUN = OUT / pick("run", "run_small")  # different names: a small run is never ta
 
 
 def tutorial_config(**overrides) -> TrainConfig:
-    """Chapter 4's run: the default recipe (`minidiff/train.py`), shortened to fit a tutorial."""
+    """Chapter 4's run: the default recipe (`minidiff/training/config.py`), shortened to fit a tutorial."""
     settings = {
         "n_images": pick(20_000, 512),  # built-in sprites drawn
         "n_feat": pick(64, 8),  # the course's width; 8 is the least GroupNorm(8) allows
@@ -66,7 +66,7 @@ def training_data() -> Dataset:
 
 
 def feature_classifier(dataset: Dataset):
-    """(classifier, info) for FID and conditional accuracy (`minidiff/metrics.py`): trained on
+    """(classifier, info) for FID and conditional accuracy (`minidiff/evaluation/metrics.py`): trained on
     `dataset` on first use (about 2 minutes at full size) and cached in OUT for later chapters."""
     config = ClassifierConfig(steps=pick(ClassifierConfig.steps, 20))
     return cached_classifier(dataset, config, cache=OUT / "classifiers")
@@ -74,6 +74,6 @@ def feature_classifier(dataset: Dataset):
 
 def nearest_other(images: torch.Tensor) -> torch.Tensor:
     """RMS pixel distance from each image to the closest *other* image of the batch (small:
-    near-repeats), with `minidiff.metrics.nearest_rms` against the rest of the batch."""
+    near-repeats), with `minidiff.evaluation.metrics.nearest_rms` against the rest of the batch."""
     rest = [torch.cat((images[:i], images[i + 1 :])) for i in range(len(images))]
     return torch.cat([nearest_rms(images[i : i + 1], rest[i]) for i in range(len(images))])

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .errors import MinidiffError
+from minidiff.utils.errors import MinidiffError
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_npy
-from ..errors import MinidiffError
-from ..images import NORMALIZE, save_gif, save_grid, to_uint8
-from ..pipeline import Pipeline, load
-from ..samplers import SAMPLERS, SPACINGS, SamplerConfig, load_kernels
+from minidiff.utils.atomic import write_npy
+from minidiff.utils.errors import MinidiffError
+from minidiff.data.images import NORMALIZE, save_gif, save_grid, to_uint8
+from minidiff.pipeline import Pipeline, load
+from minidiff.samplers import SPACINGS
+from minidiff.sampling import SAMPLERS, SamplerConfig, load_kernels
 
 
 def add_sampler_arguments(parser) -> None:

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_path
-from .device import resolve_device
-from .errors import MinidiffError
-from .schedules import Schedule, make_schedule
+from minidiff.utils.atomic import atomic_path
+from minidiff.utils.device import resolve_device
+from minidiff.utils.errors import MinidiffError
+from minidiff.schedules import Schedule, make_schedule
 
 FORMAT = "minidiff-checkpoint"
 VERSION = 1
@@ -103,7 +103,7 @@ class Trained:
 def load_trained(run_or_ckpt=None, device="cpu", weights: str = "ema", runs_dir="runs") -> Trained:
     """Load a run for sampling: EMA weights where the run kept them (`weights="model"` for the raw
     ones), the schedule it was trained with, and its class names."""
-    from .unet import UnetConfig, build_unet  # the network imports lazily: loading is cheap
+    from minidiff.unet import UnetConfig, build_unet  # the network imports lazily: loading is cheap
 
     path = resolve_checkpoint(run_or_ckpt, runs_dir)
     device = resolve_device(device)

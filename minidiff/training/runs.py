@@ -5,9 +5,9 @@
       metrics.jsonl        one JSON line per log interval: step, epoch, loss, lr, images/s, time
       samples_<step>.png   a preview grid (DDIM, EMA weights), one row per class
       samples.png          the latest preview
-      checkpoint.pt        weights, EMA, optimizer and step: `minidiff.checkpoint`'s layout
+      checkpoint.pt        weights, EMA, optimizer and step: `minidiff.training.checkpoint`'s layout
 
-Every file is written atomically (`minidiff.atomic`) except metrics.jsonl, which is appended line
+Every file is written atomically (`minidiff.utils.atomic`) except metrics.jsonl, which is appended line
 by line; a resumed run first drops the lines logged after its checkpoint.
 """
 
@@ -20,12 +20,12 @@ from pathlib import Path
 
 import torch
 
-from .atomic import write_json
-from .checkpoint import CHECKPOINT_NAME
-from .errors import MinidiffError
-from .images import save_grid
-from .samplers import SamplerConfig, sample_loop
-from .schedules import Schedule
+from minidiff.utils.atomic import write_json
+from minidiff.training.checkpoint import CHECKPOINT_NAME
+from minidiff.utils.errors import MinidiffError
+from minidiff.data.images import save_grid
+from minidiff.sampling import SamplerConfig, sample_loop
+from minidiff.schedules import Schedule
 
 CONFIG_NAME, METRICS_NAME = "config.json", "metrics.jsonl"
 
@@ -85,7 +85,7 @@ def preview(model, schedule: Schedule, *, n_classes: int, shape, seed: int, per_
             n_steps: int = 25) -> torch.Tensor:
     """A preview batch: `per_class` images per class (one row each; 4 rows unconditional).
 
-    DDIM with `samplers.sample_loop` (the course's spacing: 500, 480, ..., 20, 0 for T = 500) at
+    DDIM with `sampling.sample_loop` (the course's spacing: 500, 480, ..., 20, 0 for T = 500) at
     eta = 1, not the course's eta = 0: fresh noise at each jump corrects a young network's errors
     where deterministic DDIM follows them (a 1,245-step default-recipe run: FID 0.55 against 0.93; see
     benchmarks/RESULTS.md, Sampling). The noise is seeded and the same at every preview, so the

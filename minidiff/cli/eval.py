@@ -4,7 +4,7 @@
     python -m minidiff eval --run runs/NAME --data items.npy --labels labels.npy --guidance 2
 
 Prints one table and writes the same numbers as JSON (`--json`, default eval.json). The feature
-classifier is trained on the first evaluation of a dataset and cached (see `minidiff.metrics`).
+classifier is trained on the first evaluation of a dataset and cached (see `minidiff.evaluation.metrics`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ..atomic import write_json
-from ..data import load_dataset
-from ..metrics import ClassifierConfig, cache_dir, cached_classifier, evaluate
-from .sample import (
+from minidiff.utils.atomic import write_json
+from minidiff.data.datasets import load_dataset
+from minidiff.evaluation.metrics import ClassifierConfig, cache_dir, cached_classifier, evaluate
+from minidiff.cli.sample import (
     add_sampler_arguments,
     check_writable,
     describe,

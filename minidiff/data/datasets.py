@@ -5,7 +5,7 @@ course's `ToTensor()` then `Normalize(0.5, 0.5)`, and float32 contexts (N, n_cla
 rows (the course's labels), or (N, 0) when there are no labels.
 
 Sources, chosen by `data`:
-- `None` or `"sprites"`: `minidiff.sprites.make_sprites` (20,000 unless `n` says otherwise).
+- `None` or `"sprites"`: `minidiff.data.sprites.make_sprites` (20,000 unless `n` says otherwise).
 - a `.npy` file in the course's layout: uint8 (N, H, W, 3) on white, with labels in a second `.npy`
   (one-hot rows of any numeric dtype, or integer class indices). Without `labels`, the course's
   sibling name `<name>_labels_<H>x<W>.npy` is used when it exists. Class names come from `classes`
@@ -35,8 +35,8 @@ import torch
 from einops import rearrange
 from PIL import Image, UnidentifiedImageError
 
-from .errors import MinidiffError
-from .sprites import CLASSES, make_sprites
+from minidiff.utils.errors import MinidiffError
+from minidiff.data.sprites import CLASSES, make_sprites
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
 BUILTIN = "sprites"

@@ -1,6 +1,6 @@
 """The command line: `python -m minidiff {train,sample,eval,data} ...`.
 
-Each subcommand lives in `minidiff/commands/<name>.py` and provides two functions:
+Each subcommand lives in `minidiff/cli/<name>.py` and provides two functions:
 `add_arguments(parser)` and `main(args) -> int`. This file only dispatches, and it is the one place
 that turns bad input into one clear line and exit code 2 instead of a traceback. Set
 MINIDIFF_DEBUG=1 to see the traceback behind such a line (a ValueError may be a bug, not a typo).
@@ -13,7 +13,7 @@ import importlib
 import os
 import sys
 
-from .errors import MinidiffError
+from minidiff.utils.errors import MinidiffError
 
 COMMANDS = {
     "train": "train a ContextUnet on sprites (built-in, .npy files or an image folder)",
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="minidiff", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in COMMANDS.items():
-        module = importlib.import_module(f"minidiff.commands.{name}")
+        module = importlib.import_module(f"minidiff.cli.{name}")
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(sub_parser)
         sub_parser.set_defaults(_run=module.main)

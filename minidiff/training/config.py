@@ -11,10 +11,10 @@ Each step (DDPM Algorithm 1, as the course runs it):
 
 Around it (`TrainConfig` lists every knob): AdamW with a linear warm-up then cosine decay,
 gradient clipping, an EMA of the weights (`minidiff.ema`), bf16 autocast and channels_last on
-CUDA, torch.compile on request, data-parallel training under torchrun (`minidiff.distributed`).
+CUDA, torch.compile on request, data-parallel training under torchrun (`minidiff.training.distributed`).
 `preset="course"` turns all of that off and reproduces the course's run.
 
-Every draw of step s is a function of (seed, s) (`minidiff.batches`), so a run resumed from its
+Every draw of step s is a function of (seed, s) (`minidiff.training.batches`), so a run resumed from its
 checkpoint ends with exactly the weights of an uninterrupted one.
 
 The default recipe, and why (measured on the 2-core AVX512-BF16 CPU minidiff is developed on;
@@ -38,7 +38,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from .errors import MinidiffError
+from minidiff.utils.errors import MinidiffError
 
 OPTIMIZERS = ("adamw", "adam")
 LR_SCHEDULES = ("cosine", "constant", "course")
@@ -191,7 +191,7 @@ def train(config: TrainConfig, on_step=None):
     `on_step(step)` is called after every step (a test's hook: raising KeyboardInterrupt there
     stops the run as Ctrl-C would, with a checkpoint).
     """
-    from .trainer import Trainer  # torch and the network load here, not on `import minidiff.train`
+    from minidiff.training.trainer import Trainer  # torch and the network load here, not on `import minidiff.training.config`
 
     trainer = Trainer(config)
     trainer.run(on_step)

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..atomic import atomic_path, write_json, write_npy
-from ..data import Dataset, load_dataset
-from ..images import grid, to_uint8
+from minidiff.utils.atomic import atomic_path, write_json, write_npy
+from minidiff.data.datasets import Dataset, load_dataset
+from minidiff.data.images import grid, to_uint8
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

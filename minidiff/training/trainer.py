@@ -1,8 +1,8 @@
-"""The training loop behind `minidiff.train.train`: setup, one step, and the run around it.
+"""The training loop behind `minidiff.training.config.train`: setup, one step, and the run around it.
 
 Order of work, chosen so that bad input costs nothing: check the configuration, load the data,
 check the batch against it and a resumed checkpoint against the configuration, and only then
-create the run folder and write into it. Rank 0 alone prints and writes (`minidiff.distributed`).
+create the run folder and write into it. Rank 0 alone prints and writes (`minidiff.training.distributed`).
 """
 
 from __future__ import annotations
@@ -16,18 +16,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import distributed
-from .batches import Batches
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from .data import dataset_hash, load_dataset
-from .device import resolve_device
-from .ema import EMA, has_batchnorm, recalibrate_batchnorm
-from .errors import MinidiffError
-from .noising import q_sample
-from .runs import MetricsLog, check_out, default_out, preview, save_preview, write_config
-from .schedules import make_schedule
-from .train import SESSION_FIELDS, TrainConfig, check_config, learning_rate
-from .unet import UnetConfig, build_unet
+from minidiff.training import distributed
+from minidiff.training.batches import Batches
+from minidiff.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from minidiff.data.datasets import dataset_hash, load_dataset
+from minidiff.utils.device import resolve_device
+from minidiff.ema import EMA, has_batchnorm, recalibrate_batchnorm
+from minidiff.utils.errors import MinidiffError
+from minidiff.noising import q_sample
+from minidiff.training.runs import MetricsLog, check_out, default_out, preview, save_preview, write_config
+from minidiff.schedules import make_schedule
+from minidiff.training.config import SESSION_FIELDS, TrainConfig, check_config, learning_rate
+from minidiff.unet import UnetConfig, build_unet
 
 CALIBRATION_STEPS = 10  # steps timed to fit the step count to --minutes
 
@@ -204,7 +204,7 @@ class Trainer:
     # %% the run
 
     def run(self, on_step=None) -> None:
-        from .loop import run_loop  # the loop's bookkeeping: logging, previews, budget, Ctrl-C
+        from minidiff.training.loop import run_loop  # the loop's bookkeeping: logging, previews, budget, Ctrl-C
 
         try:
             run_loop(self, on_step)

@@ -11,10 +11,10 @@ import math
 
 import torch
 
-from . import distributed
-from .errors import MinidiffError
-from .progress import Progress
-from .trainer import CALIBRATION_STEPS, Trainer, deferred_interrupt, now
+from minidiff.training import distributed
+from minidiff.utils.errors import MinidiffError
+from minidiff.training.progress import Progress
+from minidiff.training.trainer import CALIBRATION_STEPS, Trainer, deferred_interrupt, now
 
 BUDGET_SHARE = 0.95  # fit the step count to this share of --minutes: previews and saving take time
 

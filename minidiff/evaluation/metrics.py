@@ -36,9 +36,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .data import Dataset, dataset_hash
-from .errors import MinidiffError
+from minidiff.training.checkpoint import load_checkpoint, save_checkpoint
+from minidiff.data.datasets import Dataset, dataset_hash
+from minidiff.utils.errors import MinidiffError
 
 NEAR_COPY_RMS = 8 / 255 * 2  # 8 grey levels of 255, in the model's [-1, 1] units
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import MinidiffError
+from minidiff.utils.errors import MinidiffError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 

@@ -17,9 +17,9 @@ import dataclasses
 import math
 from pathlib import Path
 
-from ..checkpoint import CHECKPOINT_NAME, load_checkpoint
-from ..errors import MinidiffError
-from ..train import PRESETS, TrainConfig, resumed_config, train, with_preset
+from minidiff.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from minidiff.utils.errors import MinidiffError
+from minidiff.training.config import PRESETS, TrainConfig, resumed_config, train, with_preset
 
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 

@@ -14,7 +14,7 @@ import torch
 from einops import rearrange
 from PIL import Image
 
-from .atomic import atomic_path
+from minidiff.utils.atomic import atomic_path
 
 NORMALIZE = ("clip", "per-image")
 

@@ -1,1 +1,0 @@
-"""Subcommands of `python -m minidiff`, one module each."""

@@ -1,0 +1,1 @@
+"""Measuring samples: FID in a small classifier's features, conditional accuracy, memorisation."""
