@@ -1,7 +1,9 @@
 """The command line: `python -m minidiff {train,sample,eval,data} ...`.
 
 Each subcommand lives in `minidiff/cli/<name>.py` and provides two functions:
-`add_arguments(parser)` and `main(args) -> int`. This file only dispatches, and it is the one place
+`add_arguments(parser)` and `main(args) -> int`; their flags come from `minidiff.cli.flags` (flags
+made from config fields, one-line argparse types, the help formatter every command uses, which
+shows each default). This file only dispatches, and it is the one place
 that turns bad input into one clear line and exit code 2 instead of a traceback. Set
 MINIDIFF_DEBUG=1 to see the traceback behind such a line (a ValueError may be a bug, not a typo).
 """
@@ -13,6 +15,7 @@ import importlib
 import os
 import sys
 
+from minidiff.cli.flags import DefaultsFormatter, OneLineParser
 from minidiff.utils.errors import MinidiffError
 
 COMMANDS = {
@@ -27,19 +30,13 @@ USER_ERRORS = (MinidiffError, ValueError, FileNotFoundError, PermissionError, Is
                NotADirectoryError, FileExistsError)
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad flag gets one line naming it and pointing at --help, not the usage."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="minidiff", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in COMMANDS.items():
         module = importlib.import_module(f"minidiff.cli.{name}")
-        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text,
+                                    formatter_class=DefaultsFormatter)
         module.add_arguments(sub_parser)
         sub_parser.set_defaults(_run=module.main)
     return parser
