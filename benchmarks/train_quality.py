@@ -41,7 +41,7 @@ from minidiff.training.checkpoint import load_trained
 from minidiff.data.datasets import Dataset, load_dataset
 from minidiff.data.images import to_uint8
 from minidiff.noising import q_sample
-from minidiff.training.config import TrainConfig, train, with_preset
+from minidiff.training import TrainConfig, train, with_preset
 
 FIXED_T = (50, 150, 300, 450)
 

@@ -10,10 +10,10 @@
 # - what the trainer's choices buy, measured on held-out sprites: the EMA of the weights, and
 #   minidiff's recipe against the course's (Adam at a constant 1e-3, no clipping, no EMA).
 #
-# **Code this chapter explains:** `minidiff/training/config.py` (`TrainConfig`, `train`, `learning_rate`),
-# `minidiff/training/trainer.py` (`Trainer.train_step`), `minidiff/training/batches.py` (what each step draws),
+# **Code this chapter explains:** `minidiff/training/config.py` (`TrainConfig`, `learning_rate`),
+# `minidiff/training/trainer.py` (`train`, `Trainer.train_step`), `minidiff/training/batches.py` (what each step draws),
 # `minidiff/ema.py` (`EMA`), `minidiff/training/runs.py` (the run folder) and `minidiff/noising.py`
-# (`q_sample`). Tests: `tests/test_train.py`.
+# (`q_sample`). Tests: `tests/training/test_trainer.py`.
 #
 # **Time:** at full size this chapter trains for a few minutes on 2 CPU cores (one main run,
 # one shorter run for the comparison); under MINIDIFF_TUTORIAL_SMALL=1 for seconds. The main run
@@ -35,7 +35,7 @@ import minidiff
 from minidiff.training.checkpoint import CHECKPOINT_NAME
 from _plot import line_plot
 from minidiff.data.sprites import make_sprites
-from minidiff.training.config import TrainConfig, train
+from minidiff.training import TrainConfig, train
 from minidiff.training.trainer import Trainer
 from minidiff.unet import UnetConfig, build_unet
 
@@ -206,6 +206,6 @@ for name, losses in {**results, **comparison}.items():
 # the main run (with a learning rate that decays to zero, the last weights are already an
 # average of sorts, so expect a small gap); the last two compare the recipes at equal steps.
 # Lower is better. These are single runs with one seed, so small differences may be noise; the
-# trainer's tests (`tests/test_train.py`) pin the behaviour, not these numbers.
+# trainer's tests (`tests/training/test_trainer.py`) pin the behaviour, not these numbers.
 #
 # **Next:** chapter 5 steers the trained network towards a class.

@@ -35,7 +35,7 @@ import minidiff
 from minidiff.data.datasets import load_dataset
 from minidiff.data.images import grid, save_grid, to_uint8
 from minidiff.evaluation.metrics import NEAR_COPY_RMS, memorisation, nearest_rms
-from minidiff.training.config import TrainConfig, train
+from minidiff.training import TrainConfig, train
 
 if SMALL:  # tiny tensors: on a busy 2-core machine a second thread only waits (see _trained.py)
     torch.set_num_threads(1)

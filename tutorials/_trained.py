@@ -22,7 +22,7 @@ from _tutorial import OUT, SMALL, pick
 from minidiff.training.checkpoint import CHECKPOINT_NAME
 from minidiff.data.datasets import Dataset, dataset_hash, load_dataset
 from minidiff.evaluation.metrics import ClassifierConfig, cached_classifier, nearest_rms
-from minidiff.training.config import TrainConfig, train
+from minidiff.training import TrainConfig, train
 
 if SMALL:
     torch.set_num_threads(1)

@@ -121,6 +121,8 @@ def add_settings(parser, cls, names=None, *, only_given: bool = False) -> None:
             options["type"] = rule_type(rule)
             if rule.choices is not None:
                 options["metavar"] = "{" + ",".join(rule.choices) + "}"
+            elif rule.kind in (int, float):
+                options["metavar"] = "N" if rule.kind is int else "X"
         if field.metadata.get("metavar"):
             options["metavar"] = field.metadata["metavar"]
         action = parser.add_argument(flag, **options)

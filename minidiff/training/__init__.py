@@ -1,2 +1,23 @@
-"""Training plumbing around the course's loss: the torch-free config (`config`), the Trainer and its
-loop (`trainer`), batches, checkpoints, run folders, progress and process groups."""
+"""Training plumbing around the course's loss: the torch-free configuration (`config`), the Trainer
+and its loop (`trainer`), batches, checkpoints, run folders, progress and process groups.
+
+    from minidiff.training import TrainConfig, train
+    trainer = train(TrainConfig(steps=200, out="runs/short"))
+
+The names below load on first use, so `import minidiff.training.config` pulls in no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {"TrainConfig": "minidiff.training.config", "with_preset": "minidiff.training.config",
+            "Trainer": "minidiff.training.trainer", "train": "minidiff.training.trainer"}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'minidiff.training' has no attribute {name!r}")

@@ -29,6 +29,11 @@ The default recipe, and why (measured on the 2-core AVX512-BF16 CPU minidiff is 
   at 0.190, 0.156 and 0.138 for 1e-3, 2e-3 and 4e-3; clipping at norm 1 keeps that rate stable;
 - EMA decay 0.995: it averages about the last 200 steps, smooth yet not stale in a short run.
 
+This module imports no torch (`minidiff.utils.rules` and the reference's schedule names only): each
+field declares its default, help and rule once with `setting`, `TrainConfig(...)` checks them, and
+`python -m minidiff train` makes its flags from them (`minidiff.cli.flags`). The run itself is
+`minidiff.training.trainer` (`minidiff.training.train(config)`).
+
 Tutorial: tutorials/04_training.py.
 """
 
@@ -36,61 +41,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 
+from minidiff.reference.schedules import KINDS as SCHEDULES
 from minidiff.utils.errors import MinidiffError
+from minidiff.utils.rules import check_settings, setting
 
+ARCHS = ("minidiff", "course")  # the networks of `minidiff.unet`
 OPTIMIZERS = ("adamw", "adam")
 LR_SCHEDULES = ("cosine", "constant", "course")
 PRECISIONS = ("auto", "fp32", "bf16")
-
-
-@dataclass
-class TrainConfig:
-    # data
-    data: str | None = None  # None or "sprites": built-in sprites; else a .npy file or a folder
-    labels: str | None = None  # one-hot labels .npy for a .npy --data (the course's layout)
-    classes: str | None = None  # class names "a,b,c" or a .json file, in label order
-    n_images: int | None = None  # use n images (built-in sprites: how many to draw, 20,000)
-    image_size: int = 16  # images are resized to image_size x image_size
-    # noise schedule (the course's)
-    schedule: str = "linear"  # "linear" (the course's) or "cosine" (Nichol & Dhariwal 2021)
-    timesteps: int = 500  # T
-    beta1: float = 1e-4  # beta at t = 1 (linear schedule)
-    beta2: float = 0.02  # beta at t = T (linear schedule)
-    # network
-    arch: str = "minidiff"  # "minidiff" (faster on CPU) or "course" (the course's ContextUnet)
-    n_feat: int = 64  # channels at full resolution
-    # optimisation
-    batch_size: int = 128  # global batch: all processes together
-    steps: int | None = 1500  # optimizer steps; None: from epochs, or fitted to minutes
-    epochs: float | None = None  # passes over the data, instead of steps
-    minutes: float | None = None  # wall-clock budget; alone, it fits the step count to it
-    optimizer: str = "adamw"  # "adamw" or "adam" (the course's)
-    lr: float = 4e-3  # peak learning rate (see the module doc for the trials)
-    weight_decay: float = 0.0  # AdamW's decoupled weight decay
-    warmup_steps: int = 50  # linear warm-up from 0 to lr
-    lr_schedule: str = "cosine"  # "cosine" to 0, "constant", or "course": lr (1 - epoch/epochs)
-    ema_decay: float = 0.995  # EMA of the weights; 0 turns it off
-    grad_clip: float = 1.0  # clip the gradient's global norm; 0 turns it off
-    context_drop: float = 0.1  # share of contexts replaced by the null context (the course's)
-    hflip: bool = False  # mirror half the images left-right
-    seed: int = 0  # weights, data order and noise are functions of the seed
-    # engine
-    device: str = "auto"  # "auto", "cpu", "cuda" (or "mps")
-    precision: str = "auto"  # "auto": bf16 autocast where native (CUDA, AVX512-BF16/AMX CPUs)
-    channels_last: bool | None = None  # None: on for CUDA, off for CPU
-    compile: bool = False  # torch.compile the network (slow to start, faster steps)
-    threads: int | None = None  # torch CPU threads; None: torch's default
-    # run folder
-    out: str | None = None  # runs/NAME; None: runs/<timestamp>
-    resume: bool = False  # continue the run in `out` from its checkpoint
-    sample_every: int = 500  # steps between preview grids (and at the end); 0: only at the end
-    checkpoint_every: int = 500  # steps between checkpoints (and at the end, and on Ctrl-C)
-    log_every: int = 25  # steps between metrics.jsonl lines
-    progress: bool = True  # show a progress bar (rank 0 only)
-    preset: str | None = None  # the preset applied, recorded for reference
-
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+MAX_IMAGES = 1_000_000  # 3 GB of float32 16x16 RGB: more does not fit a laptop's memory
+MAX_IMAGE_SIZE = 128  # pixels: a sprite network; 20,000 images of 128 px already take 4 GB
 
 # `preset="course"`: the lab's run. Adam at 1e-3 set to 1e-3 * (1 - epoch / 32) at each epoch's
 # start, batch 100, 32 epochs, no EMA, no clipping, no flips, fp32, its network.
@@ -104,65 +68,99 @@ PRESETS = {
     },
 }
 
+
+@dataclass
+class TrainConfig:
+    # data
+    data: str | None = setting(None, "'sprites' (built-in, the default), a .npy file in the "
+                               "course's layout, or a folder of images (one subfolder per class)")
+    labels: str | None = setting(None, "one-hot labels .npy for a .npy --data (default: the "
+                                 "course's sibling name, if it exists)")
+    classes: str | None = setting(None, "class names 'a,b,c' or a .json file, in label order "
+                                  "(default: from the data)")
+    n_images: int | None = setting(None, "use this many images (default: all of them; built-in "
+                                   "sprites: 20,000 drawn)", low=1, high=MAX_IMAGES)
+    image_size: int = setting(16, "images are resized to this many pixels square (a multiple "
+                              "of 4)", low=4, high=MAX_IMAGE_SIZE)
+    # noise schedule (the course's)
+    schedule: str = setting("linear", "the course's linear betas, or cosine (Nichol & Dhariwal "
+                            "2021)", choices=SCHEDULES)
+    timesteps: int = setting(500, "T, the number of diffusion steps", low=1, high=10_000)
+    beta1: float = setting(1e-4, "beta at t = 1 (linear schedule)", above=0, below=1)
+    beta2: float = setting(0.02, "beta at t = T (linear schedule)", above=0, below=1)
+    # network
+    arch: str = setting("minidiff", "minidiff (faster on a CPU) or course (the course's "
+                        "ContextUnet)", choices=ARCHS)
+    n_feat: int = setting(64, "channels at full resolution (a multiple of 8)", low=8, high=1024)
+    # optimisation
+    batch_size: int = setting(128, "global batch: all processes together", low=1, high=65_536)
+    steps: int | None = setting(1500, "optimizer steps", low=1, high=100_000_000)
+    epochs: float | None = setting(None, "passes over the data, instead of --steps (default: "
+                                   "none)", above=0, high=1_000_000)
+    minutes: float | None = setting(None, "wall-clock budget; alone, the step count is fitted "
+                                    "to it (default: no budget)", above=0)
+    optimizer: str = setting("adamw", "adamw, or adam (the course's)", choices=OPTIMIZERS)
+    lr: float = setting(4e-3, "peak learning rate (see the module doc for the trials)",
+                        above=0, below=1)
+    weight_decay: float = setting(0.0, "AdamW's decoupled weight decay", low=0)
+    warmup_steps: int = setting(50, "linear warm-up from 0 to --lr", low=0)
+    lr_schedule: str = setting("cosine", "cosine to 0, constant, or course: lr (1 - epoch / "
+                               "epochs)", choices=LR_SCHEDULES)
+    ema_decay: float = setting(0.995, "EMA of the weights; 0 turns it off", low=0, below=1)
+    grad_clip: float = setting(1.0, "clip the gradient's global norm; 0 turns it off", low=0)
+    context_drop: float = setting(0.1, "share of contexts replaced by the null context (the "
+                                  "course's)", low=0, below=1)
+    hflip: bool = setting(False, "mirror half the images left-right")
+    seed: int = setting(0, "weights, data order and noise are functions of the seed",
+                        low=0, high=2**32 - 1)
+    # engine
+    device: str = setting("auto", "auto, cpu, cuda (or mps)")
+    precision: str = setting("auto", "auto: bf16 autocast where native (CUDA, AVX512-BF16/AMX "
+                             "CPUs)", choices=PRECISIONS)
+    channels_last: bool | None = setting(None, "channels-last memory layout (default: on for "
+                                         "CUDA, off for CPU)")
+    compile: bool = setting(False, "torch.compile the network (slow to start, faster steps)")
+    threads: int | None = setting(None, "torch CPU threads (default: torch's choice); resuming "
+                                  "with another count is allowed but not bit-for-bit", low=1,
+                                  high=CORES, why=f"this machine has {CORES} cores")
+    # run folder
+    out: str | None = setting(None, "run folder (default: runs/<timestamp>)")
+    resume: bool = setting(False, "continue the run in --out from its checkpoint")
+    sample_every: int = setting(500, "steps between preview grids (and at the end); 0: only at "
+                                "the end", low=0)
+    checkpoint_every: int = setting(500, "steps between checkpoints (and at the end, and on "
+                                    "Ctrl-C); 0: only then", low=0)
+    log_every: int = setting(25, "steps between metrics.jsonl lines", low=1)
+    progress: bool = setting(True, "show a progress bar (rank 0 only)")
+    preset: str | None = setting(None, "course: the course's recipe, exactly (default: none)",
+                                 choices=tuple(PRESETS))
+
+    def __post_init__(self):
+        check_config(self)
+
+
 # Fields a resumed run may change: how long, where and how fast; never what is trained.
 SESSION_FIELDS = ("steps", "epochs", "minutes", "device", "precision", "channels_last", "compile",
                   "threads", "out", "resume", "sample_every", "checkpoint_every", "log_every",
                   "progress")
 
 
-def with_preset(name: str, **overrides) -> TrainConfig:
-    """TrainConfig with preset `name` applied, then `overrides`."""
-    if name not in PRESETS:
-        raise MinidiffError(f"preset {name!r} is not one of {', '.join(PRESETS)}")
-    return TrainConfig(**{**PRESETS[name], **overrides})
-
-
 def check_config(config: TrainConfig) -> None:
-    """Raise a one-line MinidiffError for any value that cannot train."""
-    _choice("schedule", config.schedule, ("linear", "cosine"))
-    _choice("arch", config.arch, ("minidiff", "course"))
-    _choice("optimizer", config.optimizer, OPTIMIZERS)
-    _choice("lr_schedule", config.lr_schedule, LR_SCHEDULES)
-    _choice("precision", config.precision, PRECISIONS)
-    for name in ("timesteps", "batch_size", "n_feat", "image_size", "log_every"):
-        _at_least(name, getattr(config, name), 1)
-    for name in ("steps", "n_images", "threads"):
-        if getattr(config, name) is not None:
-            _at_least(name, getattr(config, name), 1)
-    for name in ("warmup_steps", "sample_every", "checkpoint_every", "seed"):
-        _at_least(name, getattr(config, name), 0)
+    """Raise a one-line MinidiffError for any value that cannot train: each field's own rule
+    (declared above), then the rules that tie fields together."""
+    check_settings(config)
     if config.steps is not None and config.epochs is not None:
         raise MinidiffError("both steps and epochs are set; pass --steps or --epochs, not both")
-    if config.epochs is not None and not (math.isfinite(config.epochs) and config.epochs > 0):
-        raise MinidiffError(f"--epochs {config.epochs} must be a positive number")
-    if config.minutes is not None and not (math.isfinite(config.minutes) and config.minutes > 0):
-        raise MinidiffError(f"--minutes {config.minutes} must be a positive number")
     if config.steps is None and config.epochs is None and config.minutes is None:
         raise MinidiffError("nothing says how long to train; pass --steps, --epochs or --minutes")
-    for name, low, high in (("lr", 0, 1), ("beta1", 0, 1), ("beta2", 0, 1),
-                            ("ema_decay", 0, 1), ("context_drop", 0, 1)):
-        value = getattr(config, name)
-        if not (math.isfinite(value) and low <= value < high) or (name == "lr" and value == 0):
-            raise MinidiffError(f"{name}={value} is outside the valid range "
-                                f"{'(' if name == 'lr' else '['}{low}, {high})")
     if config.schedule == "linear" and config.beta1 > config.beta2:
         raise MinidiffError(f"beta1={config.beta1} is larger than beta2={config.beta2}; the noise "
                             "must grow with t, so swap them")
-    for name in ("weight_decay", "grad_clip"):
-        value = getattr(config, name)
-        if not (math.isfinite(value) and value >= 0):
-            raise MinidiffError(f"{name}={value} must be a number >= 0 (0 turns it off)")
 
 
-def _choice(name, value, options) -> None:
-    if value not in options:
-        raise MinidiffError(f"--{name.replace('_', '-')} {value!r} is not one of "
-                            f"{', '.join(options)}")
-
-
-def _at_least(name, value, low) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise MinidiffError(f"--{name.replace('_', '-')} {value!r} must be an integer >= {low}")
+def with_preset(name: str, **overrides) -> TrainConfig:
+    """TrainConfig with preset `name` applied, then `overrides`."""
+    return TrainConfig(**{**PRESETS.get(name, {"preset": name}), **overrides})
 
 
 def learning_rate(config: TrainConfig, step: int, total: int | None, steps_per_epoch: int):
@@ -182,17 +180,6 @@ def resumed_config(saved: dict, **overrides) -> TrainConfig:
     `overrides` (session fields, or recipe fields that must match) applied."""
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     fields = {k: v for k, v in saved.items() if k in known}
+    if fields.get("threads") is not None and fields["threads"] > CORES:
+        fields["threads"] = CORES  # saved on a bigger machine: the most this one has
     return TrainConfig(**{**fields, **overrides, "resume": True})
-
-
-def train(config: TrainConfig, on_step=None):
-    """Train as `config` says; returns the `Trainer` (its `model`, `ema`, `step`, `out`).
-
-    `on_step(step)` is called after every step (a test's hook: raising KeyboardInterrupt there
-    stops the run as Ctrl-C would, with a checkpoint).
-    """
-    from minidiff.training.trainer import Trainer  # torch and the network load here, not on `import minidiff.training.config`
-
-    trainer = Trainer(config)
-    trainer.run(on_step)
-    return trainer

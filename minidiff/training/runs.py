@@ -6,28 +6,39 @@
       samples_<step>.png   a preview grid (DDIM, EMA weights), one row per class
       samples.png          the latest preview
       checkpoint.pt        weights, EMA, optimizer and step: `minidiff.training.checkpoint`'s layout
+      .lock                held (flock) by the one process that writes here: `RunLock`
 
 Every file is written atomically (`minidiff.utils.atomic`) except metrics.jsonl, which is appended line
-by line; a resumed run first drops the lines logged after its checkpoint.
+by line; a resumed run first drops the lines logged after its checkpoint, and a torn last line
+(a write cut short by a kill or a full disk) with a warning. A process that dies releases its
+lock (the OS drops flock locks with the file descriptor), so a stale `.lock` file blocks nothing.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
 import torch
 
-from minidiff.utils.atomic import write_json
+from minidiff.utils.atomic import remove_leftovers, write_json, write_text
 from minidiff.training.checkpoint import CHECKPOINT_NAME
 from minidiff.utils.errors import MinidiffError
 from minidiff.data.images import save_grid
 from minidiff.sampling import SamplerConfig, sample_loop
 from minidiff.schedules import Schedule
 
-CONFIG_NAME, METRICS_NAME = "config.json", "metrics.jsonl"
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; a run folder is then not guarded against a second writer
+    fcntl = None
+
+CONFIG_NAME, METRICS_NAME, LOCK_NAME = "config.json", "metrics.jsonl", ".lock"
+# What a run stopped before its first checkpoint leaves: starting it again may replace these
+RUN_FILES = (CONFIG_NAME, METRICS_NAME, LOCK_NAME, "samples.png")
 
 
 def default_out(runs_dir: str = "runs") -> Path:
@@ -35,16 +46,84 @@ def default_out(runs_dir: str = "runs") -> Path:
     return Path(runs_dir) / time.strftime("%Y%m%d-%H%M%S")
 
 
-def check_out(out: Path, resume: bool) -> None:
-    """Refuse, before anything is written, an output folder that would lose or mix up work."""
-    if resume:
-        if not (out / CHECKPOINT_NAME).is_file():
-            raise MinidiffError(f"--resume: there is no {CHECKPOINT_NAME} in {out} to continue "
-                                "from; check --out, or drop --resume to start a new run")
-    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+def resume_checkpoint(out: str | os.PathLike) -> Path:
+    """The checkpoint `--resume --out out` continues from; the one-line refusal when there is none."""
+    out = Path(out)
+    path = out / CHECKPOINT_NAME
+    if path.is_file():
+        return path
+    if (out / CONFIG_NAME).is_file():
+        raise MinidiffError(f"--resume: {out} has no {CHECKPOINT_NAME} yet (the run stopped before "
+                            "its first checkpoint); run the same command without --resume to "
+                            "start it again")
+    raise MinidiffError(f"--resume: there is no {CHECKPOINT_NAME} in {out} to continue from; "
+                        "check --out, or drop --resume to start a new run")
+
+
+class RunLock:
+    """An exclusive flock on `out/.lock`, held while a process writes the run folder."""
+
+    def __init__(self, out: Path):
+        self.path = out / LOCK_NAME
+        self.file = open(self.path, "a+")  # noqa: SIM115 (held open: the lock lives with it)
+        if fcntl is None:
+            return
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.seek(0)
+            pid = self.file.read().strip() or "unknown"
+            self.file.close()
+            raise MinidiffError(f"{out} is in use: another minidiff process (pid {pid}) is "
+                                "training there; wait for it to end, or choose another --out") from None
+        self.file.truncate(0)
+        self.file.write(f"{os.getpid()}\n")
+        self.file.flush()
+
+    def release(self) -> None:
+        if not self.file.closed:
+            self.file.close()  # closing the descriptor releases the flock
+
+
+def claim_out(out: Path, resume: bool, say=print) -> RunLock:
+    """Make `out` ours before anything is written: writable, locked, cleared of leftovers of
+    interrupted writes, and (for a new run) empty or holding only a run that never reached its
+    first checkpoint, which is then started again. A refusal leaves no folder it made behind."""
+    created, had_lock = not out.exists(), (out / LOCK_NAME).exists()
+    _check_writable(out)
+    try:
+        lock = RunLock(out)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    try:
+        for leftover in remove_leftovers(out):
+            say(f"removed {leftover.name}, left in {out} by an interrupted write")
+        if not resume:
+            _check_new(out, say)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        elif not had_lock:
+            lock.path.unlink(missing_ok=True)  # leave a folder we refused as we found it
+        lock.release()
+        raise
+    return lock
+
+
+def _check_new(out: Path, say) -> None:
+    """A new run's folder must be empty, or hold a run stopped before its first checkpoint."""
+    names = {p.name for p in out.iterdir()} - {LOCK_NAME}
+    unfinished = CONFIG_NAME in names and all(
+        n in RUN_FILES or n.startswith("samples_") and n.endswith(".png") for n in names)
+    if unfinished:
+        say(f"{out} holds a run stopped before its first checkpoint: starting it again")
+        for name in names:
+            (out / name).unlink()
+    elif names:
         raise MinidiffError(f"output folder {out} already exists; pass --resume to continue "
                             "that run or choose another --out")
-    _check_writable(out)
 
 
 def _check_writable(out: Path) -> None:
@@ -69,16 +148,51 @@ def write_config(out: Path, config: dict) -> None:
 class MetricsLog:
     """Appends JSON lines to metrics.jsonl; on resume, keeps only lines up to the checkpoint."""
 
-    def __init__(self, out: Path, resume_step: int | None = None):
+    def __init__(self, out: Path, resume_step: int | None = None, say=print):
         self.path = out / METRICS_NAME
         if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            records, torn = read_metrics(self.path)
+            if torn:
+                say(f"warning: dropped the torn last line of {self.path} (a write cut short)")
+            kept = [r for r in records if r["step"] <= resume_step]
+            write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def write(self, record: dict) -> None:
-        with self.path.open("a") as f:
+        with self.path.open("a") as f:  # one write per line: a cut leaves at most the last torn
             f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(path: Path) -> tuple[list[dict], bool]:
+    """(the records of metrics.jsonl, whether its last line was torn and is left out).
+
+    The last line may be torn (no newline, or not a whole record): a kill or a full disk cut its
+    write short. Any other line that is not a record is an error naming it.
+    """
+    lines = path.read_text(errors="replace").split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the file ends with a newline, as it should
+    numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+    records, torn = [], False
+    for index, (number, line) in enumerate(numbered):
+        record = _record(line)
+        if record is not None:
+            records.append(record)
+        elif index == len(numbered) - 1:
+            torn = True
+        else:
+            raise MinidiffError(f"{path} line {number} is not a metrics record ({line[:40]!r}); "
+                                "delete that line (or move the file away) and run again")
+    return records, torn
+
+
+def _record(line: str) -> dict | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    ok = (isinstance(record, dict) and isinstance(record.get("step"), int)
+          and not isinstance(record["step"], bool))
+    return record if ok else None
 
 
 def preview(model, schedule: Schedule, *, n_classes: int, shape, seed: int, per_class: int = 8,

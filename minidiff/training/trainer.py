@@ -1,14 +1,22 @@
-"""The training loop behind `minidiff.training.config.train`: setup, one step, and the run around it.
+"""The trainer: set a run up, take one step, and run the loop around the steps.
 
-Order of work, chosen so that bad input costs nothing: check the configuration, load the data,
-check the batch against it and a resumed checkpoint against the configuration, and only then
-create the run folder and write into it. Rank 0 alone prints and writes (`minidiff.training.distributed`).
+`Trainer(config)` does the setup, in an order chosen so that bad input costs nothing: check the
+configuration, load the data, check the batch against it and a resumed checkpoint against the
+configuration, and only then claim the run folder (an OS lock: one writer per folder) and write
+into it. `Trainer.train_step` is one step of DDPM Algorithm 1; `Trainer.run` is the loop, read top
+to bottom (nanoGPT's shape): step, fit the length to --minutes, log, preview and checkpoint, stop.
+
+Costs kept off the hot path: the loss stays a tensor and is read (one sync) only when a metrics
+line is written; the weights are checked finite only when a checkpoint is written, so no
+checkpoint ever holds a NaN. Rank 0 alone prints and writes (`minidiff.training.distributed`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import math
 import signal
 import time
 from pathlib import Path
@@ -16,27 +24,48 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from minidiff.data.datasets import dataset_hash, load_dataset
+from minidiff.ema import EMA, has_batchnorm, recalibrate_batchnorm
+from minidiff.noising import q_sample
+from minidiff.schedules import make_schedule
 from minidiff.training import distributed
 from minidiff.training.batches import Batches
 from minidiff.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from minidiff.data.datasets import dataset_hash, load_dataset
-from minidiff.utils.device import resolve_device
-from minidiff.ema import EMA, has_batchnorm, recalibrate_batchnorm
-from minidiff.utils.errors import MinidiffError
-from minidiff.noising import q_sample
-from minidiff.training.runs import MetricsLog, check_out, default_out, preview, save_preview, write_config
-from minidiff.schedules import make_schedule
 from minidiff.training.config import SESSION_FIELDS, TrainConfig, check_config, learning_rate
+from minidiff.training.progress import Progress
+from minidiff.training.runs import (MetricsLog, claim_out, default_out, preview, resume_checkpoint,
+                                    save_preview, write_config)
 from minidiff.unet import UnetConfig, build_unet
+from minidiff.utils.device import resolve_device
+from minidiff.utils.errors import MinidiffError
 
 CALIBRATION_STEPS = 10  # steps timed to fit the step count to --minutes
+BUDGET_SHARE = 0.95  # fit the step count to this share of --minutes: previews and saving take time
+
+
+def train(config: TrainConfig, on_step=None) -> Trainer:
+    """Train as `config` says; returns the `Trainer` (its `model`, `ema`, `step`, `out`).
+
+    `on_step(step)` is called after every step (a test's hook: raising KeyboardInterrupt there
+    stops the run as Ctrl-C would, with a checkpoint).
+    """
+    trainer = Trainer(config)
+    trainer.run(on_step)
+    return trainer
 
 
 class Trainer:
+    """One training run: its configuration, data, network, optimizer, run folder and step.
+
+    Only the Trainer changes its own state (`step`, `total`, the weights); `run` is the loop.
+    """
+
     def __init__(self, config: TrainConfig):
         check_config(config)
         self.config, self.env = config, distributed.from_environment()
         self.threads_before = torch.get_num_threads()  # restored when the run ends
+        self.step, self.total, self.saved_step = 0, None, None
+        self.finished, self.lock, self.metrics = False, None, None
         try:
             self._setup(config)
         except BaseException:
@@ -44,7 +73,9 @@ class Trainer:
             raise
 
     def close(self) -> None:
-        """Leave the process group and give torch back its thread count."""
+        """Release the run folder, leave the process group, give torch back its thread count."""
+        if self.lock is not None:
+            self.lock.release()
         distributed.teardown(self.env)
         torch.set_num_threads(self.threads_before)
 
@@ -55,21 +86,27 @@ class Trainer:
         self.out = Path(distributed.broadcast_object(self.env, str(config.out or default_out())))
         self._load_data()
         saved = self._check_resume() if config.resume else None
+        self._build()
+        if saved is not None:
+            self._restore(saved)
+        if self.finished:
+            return  # nothing to write: `run` says so and stops
         error = None
         if self.env.is_main:
             try:
-                check_out(self.out, config.resume)
+                with _writing(self.out, "the run folder"):
+                    self.lock = claim_out(self.out, config.resume, say=self.say)
+                    write_config(self.out, self.run_config())
+                    self.metrics = MetricsLog(self.out, self.step if saved else None, say=self.say)
             except MinidiffError as e:
                 error = str(e)
         if error := distributed.broadcast_object(self.env, error):
             raise MinidiffError(error)
-        self._build()
-        self.step = 0
-        if saved is not None:
-            self._restore(saved)
+
+    def say(self, message: str) -> None:
+        """A line for the user (rank 0 only); the loop prints above its progress bar instead."""
         if self.env.is_main:
-            write_config(self.out, self.run_config())
-        self.metrics = MetricsLog(self.out, self.step if saved else None) if self.env.is_main else None
+            print(message, flush=True)
 
     # %% setup
 
@@ -103,10 +140,7 @@ class Trainer:
         return None  # fitted to --minutes after CALIBRATION_STEPS
 
     def _check_resume(self) -> dict:
-        path = self.out / CHECKPOINT_NAME
-        if not path.is_file():
-            raise MinidiffError(f"--resume: there is no {CHECKPOINT_NAME} in {self.out} to "
-                                "continue from; check --out, or drop --resume to start a new run")
+        path = resume_checkpoint(self.out)
         saved = load_checkpoint(path, map_location=self.device)
         config = saved.get("config", {})
         ours = dataclasses.asdict(self.unet_config)
@@ -126,7 +160,26 @@ class Trainer:
                 raise MinidiffError(f"{path} was trained with {name}={value!r} but this run asks "
                                     f"for {getattr(self.config, name)!r}; drop that flag to "
                                     "resume, or train into a new --out")
+        self._check_length(int(saved["step"]), config.get("train", {}).get("steps"))
+        before = config.get("train", {}).get("threads")
+        if self.config.threads != before:
+            self.say(f"note: --threads {self.config.threads or 'default'} differs from the "
+                     f"{before or 'default'} this run trained with: allowed, but float sums round "
+                     "differently, so the weights will not be bit-for-bit an uninterrupted run's")
         return saved
+
+    def _check_length(self, done: int, saved_total: int | None) -> None:
+        """A resumed run must have steps left: a finished run is reported as such (`run` says how
+        to extend it), and a length the run has already passed is refused."""
+        total = self.total if self.total is not None else saved_total
+        if total is None or done < total:
+            return
+        if total == saved_total and done == total:
+            self.finished = True
+            return
+        flag = f"--epochs {self.config.epochs:g}" if self.config.epochs else f"--steps {total}"
+        raise MinidiffError(f"{flag}: the run in {self.out} is already at step {done}; pass "
+                            f"--steps above {done} to train it longer (nothing was changed)")
 
     def _build(self) -> None:
         c, device = self.config, self.device
@@ -160,7 +213,7 @@ class Trainer:
             raise MinidiffError(f"{self.out / CHECKPOINT_NAME} does not match this run "
                                 f"({type(error).__name__}: {str(error).splitlines()[0][:100]}); "
                                 "train into a new --out") from None
-        self.step = int(saved["step"])
+        self.step = self.saved_step = int(saved["step"])
         if saved["config"]["train"].get("steps") and self.total is None:
             self.total = saved["config"]["train"]["steps"]  # fitted to --minutes before
 
@@ -204,12 +257,122 @@ class Trainer:
     # %% the run
 
     def run(self, on_step=None) -> None:
-        from minidiff.training.loop import run_loop  # the loop's bookkeeping: logging, previews, budget, Ctrl-C
-
+        """Train from `step` to `total` (fitted to --minutes when None), then save, preview and
+        report. Ctrl-C or SIGTERM: finish the step, save, re-raise KeyboardInterrupt."""
         try:
-            run_loop(self, on_step)
+            if self.finished:
+                self.say(f"{self.out} is finished: it trained all {self.step:,} steps; to train "
+                         f"it longer, resume with more steps, e.g. --resume --out {self.out} "
+                         f"--steps {2 * self.step}")
+                return
+            self._loop(on_step)
         finally:
             self.close()
+
+    def _loop(self, on_step) -> None:
+        c, env = self.config, self.env
+        first_step, start = self.step, time.perf_counter()
+        budget = c.minutes * 60 if c.minutes else None
+        bar = Progress(c.progress and env.is_main, self.total, self.step)
+        window, calibration_start, consistent = _Window(self.device), None, True
+        self.model.train()
+        with deferred_interrupt() as interrupt, bar:
+            try:
+                while self.total is None or self.step < self.total:
+                    # one optimizer step; an exception inside it leaves a half step: not saved
+                    consistent = False
+                    window.add(self.train_step(self.step))
+                    self.step += 1
+                    consistent = True
+                    # fit the step count to --minutes, timed after the first step's warm-up
+                    if self.total is None:
+                        if self.step == first_step + 1:
+                            calibration_start = time.perf_counter()
+                        elif self.step == first_step + 1 + CALIBRATION_STEPS:
+                            self._fit_total(calibration_start, start, budget)
+                            bar.update(self.step, total=self.total)
+                    # log: the loss's one sync per window
+                    if self.step % c.log_every == 0 or self.step == self.total:
+                        self._log(window, bar, first_step, start)
+                        window = _Window(self.device)
+                    # previews and checkpoints every N steps (the last step's come after the loop)
+                    if self.step != self.total:
+                        self._periodic(bar)
+                    if on_step is not None:
+                        on_step(self.step)
+                    # stop on Ctrl-C or at the end of the time budget, every rank at the same step
+                    stop = interrupt["hit"]
+                    over = budget is not None and time.perf_counter() - start > budget
+                    if env.enabled:
+                        stop = distributed.any_rank(env, stop, self.device)
+                        over = distributed.any_rank(env, over, self.device)
+                    if stop:
+                        raise KeyboardInterrupt
+                    if over:
+                        bar.print(f"--minutes {c.minutes} reached at step {self.step}")
+                        break
+            except KeyboardInterrupt:
+                if consistent and self.step > first_step:
+                    self.save()
+                    bar.print(f"interrupted at step {self.step}: checkpoint saved in {self.out}; "
+                              f"continue with --resume --out {self.out}")
+                raise
+            if window.steps:
+                self._log(window, bar, first_step, start)
+        # the end: the last checkpoint and preview, and what was done
+        if self.step > first_step:
+            self.save()
+            grid = self.write_preview()
+            seconds = time.perf_counter() - start
+            speed = (self.step - first_step) * c.batch_size / seconds
+            self.say(f"trained {self.step - first_step} steps in {seconds:.0f} s "
+                     f"({speed:.0f} images/s); run folder {self.out}, samples {grid}")
+
+    def _fit_total(self, calibration_start: float, start: float, budget: float) -> None:
+        now = time.perf_counter()
+        rate = CALIBRATION_STEPS / (now - calibration_start)  # steps per second
+        remaining = budget * BUDGET_SHARE - (now - start)
+        total = self.step + max(0, int(remaining * rate))
+        self.total = distributed.broadcast_object(self.env, total)
+
+    def _log(self, window: _Window, bar: Progress, first_step: int, start: float) -> None:
+        """Write one metrics line (rank 0) and refresh the bar with the run's average rate."""
+        loss_sum = window.loss_sum
+        if self.env.enabled:
+            torch.distributed.all_reduce(loss_sum)
+            loss_sum = loss_sum / self.env.world_size
+        loss = float(loss_sum) / window.steps  # the one sync of the window
+        if not math.isfinite(loss):
+            raise self._diverged(f"the loss became {loss} by step {self.step}")
+        now = time.perf_counter()
+        rate = window.steps / (now - window.start)
+        if self.env.is_main:
+            with _writing(self.out, "metrics.jsonl", self._kept()):
+                self.metrics.write({
+                    "step": self.step, "epoch": round(self.step / self.batches.steps_per_epoch, 4),
+                    "loss": loss, "lr": self.optimizer.param_groups[0]["lr"],
+                    "images_per_s": rate * self.config.batch_size, "time_s": round(now - start, 3)})
+        bar.update(self.step, loss=loss, rate=(self.step - first_step) / (now - start))
+
+    def _periodic(self, bar: Progress) -> None:
+        """Previews and checkpoints every N steps."""
+        c = self.config
+        if c.sample_every and self.step % c.sample_every == 0:
+            grid = self.write_preview()
+            if grid is not None:
+                bar.print(f"step {self.step}: samples in {grid}")
+        if c.checkpoint_every and self.step % c.checkpoint_every == 0:
+            self.save()
+
+    def _diverged(self, what: str) -> MinidiffError:
+        """The error that stops a diverged run, naming its likely cause."""
+        return MinidiffError(f"{what}: training diverged, {divergence_cause(self)}; "
+                             f"{self._kept()}")
+
+    def _kept(self) -> str:
+        if self.saved_step is None:
+            return "no checkpoint was written"
+        return f"the last checkpoint (step {self.saved_step}, finite) is kept"
 
     def sampling_model(self) -> torch.nn.Module:
         """The network previews and users sample: the EMA weights if kept, in eval mode.
@@ -236,12 +399,17 @@ class Trainer:
             return
         ema = self.sampling_model() if self.ema is not None else None
         self.model.train()
-        save_checkpoint(self.out / CHECKPOINT_NAME, {
-            "config": self.run_config(), "classes": list(self.dataset.classes),
-            "model": self.model.state_dict(), "ema": None if ema is None else ema.state_dict(),
-            "ema_updates": 0 if ema is None else self.ema.updates,
-            "optimizer": self.optimizer.state_dict(), "step": self.step,
-            "data_hash": self.data_hash})
+        state = {"model": self.model.state_dict(),
+                 "ema": None if ema is None else ema.state_dict(),
+                 "optimizer": self.optimizer.state_dict()}
+        if not all_finite(state):
+            raise self._diverged(f"the weights are not finite at step {self.step}")
+        with _writing(self.out, CHECKPOINT_NAME, self._kept()):
+            save_checkpoint(self.out / CHECKPOINT_NAME, {
+                **state, "config": self.run_config(), "classes": list(self.dataset.classes),
+                "ema_updates": 0 if ema is None else self.ema.updates, "step": self.step,
+                "data_hash": self.data_hash})
+        self.saved_step = self.step
 
     def write_preview(self) -> Path | None:
         if not self.env.is_main:
@@ -250,7 +418,72 @@ class Trainer:
         images = preview(model, self.schedule, n_classes=self.unet_config.n_cfeat,
                          shape=tuple(self.dataset.images.shape[1:]), seed=self.config.seed)
         self.model.train()
-        return save_preview(self.out, self.step, images)
+        with _writing(self.out, "the preview", self._kept()):
+            return save_preview(self.out, self.step, images)
+
+
+class _Window:
+    """The loss summed on the device since the last metrics line, and since when."""
+
+    def __init__(self, device: torch.device):
+        self.loss_sum = torch.zeros((), device=device)
+        self.steps, self.start = 0, time.perf_counter()
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.loss_sum += loss
+        self.steps += 1
+
+
+def all_finite(state) -> bool:
+    """Is every floating-point tensor in `state` (nested dicts and lists) finite? One sync."""
+    tensors = []
+
+    def collect(value):
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point():
+                tensors.append(torch.isfinite(value).all())
+        elif isinstance(value, dict):
+            for v in value.values():
+                collect(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                collect(v)
+
+    collect(state)
+    return not tensors or bool(torch.stack(tensors).all())
+
+
+def divergence_cause(trainer: Trainer) -> str:
+    """The likeliest reason a run diverged, as "likely because ..." with the fix."""
+    data = trainer.dataset
+    if not bool(torch.isfinite(data.images).all()):
+        return "because the training images hold NaN or inf values: fix --data"
+    if not bool(torch.isfinite(data.contexts).all()):
+        return "because the labels hold NaN or inf values: fix --labels"
+    c, causes = trainer.config, []
+    if c.optimizer == "adamw" and c.lr * c.weight_decay >= 1:
+        causes.append(f"--weight-decay {c.weight_decay:g} (each step multiplies the weights by "
+                      f"1 - lr x weight decay = {1 - c.lr * c.weight_decay:g}): lower it below "
+                      f"{1 / c.lr:g}")
+    if not c.grad_clip:
+        causes.append("--grad-clip 0: keep clipping on (the default is 1)")
+    if not causes or c.lr > 1e-2:
+        causes.append(f"--lr {c.lr:g}: lower it (the default is 0.004)")
+    return "likely from " + "; and ".join(causes)
+
+
+@contextlib.contextmanager
+def _writing(out: Path, what: str, kept: str = ""):
+    """Turn a failed write (a full disk, a read-only folder) into one line naming the fix."""
+    try:
+        yield
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        fix = ("free some space" if error.errno in (errno.ENOSPC, errno.EDQUOT)
+               else "check its permissions")
+        tail = f"; {kept}" if kept else ""
+        raise MinidiffError(f"cannot write {what} in {out} ({reason}): {fix}, or pass another "
+                            f"--out{tail}") from None
 
 
 def _fast_bf16(device: torch.device) -> bool:
@@ -289,6 +522,3 @@ def deferred_interrupt():
         for sig, old in previous.items():
             signal.signal(sig, old)
 
-
-def now() -> float:
-    return time.perf_counter()

@@ -56,6 +56,8 @@ class Rule:
             return None if value in self.choices else f"is not one of {', '.join(self.choices)}"
         if self.kind is bool:
             return None if isinstance(value, bool) else "is not True or False"
+        if self.kind is str:
+            return None if isinstance(value, str) else "is not text"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return "is not a whole number" if self.kind is int else "is not a number"
         if self.kind is int and not isinstance(value, int):
@@ -97,11 +99,11 @@ class Rule:
         return f"{noun} {bounds}" if bounds else noun
 
     def _out_of_range(self, side: str) -> str:
-        two_sided = (self.low, self.above) != (None, None) and (self.high, self.below) != (None, None)
-        if two_sided:
-            words = f"is outside the valid range {self._interval()}"
+        if side == "small":
+            bound = f">= {_show(self.low)}" if self.low is not None else f"> {_show(self.above)}"
         else:
-            words = f"is too {side}: it must be {self._bounds()}"
+            bound = f"<= {_show(self.high)}" if self.high is not None else f"< {_show(self.below)}"
+        words = f"is too {side}: it must be {bound}"
         return f"{words} ({self.why})" if self.why else words
 
     def _interval(self) -> str:

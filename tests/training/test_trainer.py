@@ -1,7 +1,9 @@
-"""The trainer: exact resume, determinism, data-parallel ranks, EMA, the course preset.
+"""The trainer: exact resume, determinism, data-parallel ranks, the course preset, divergence,
+finished runs, full disks.
 
 Every run here is tiny (n_feat 8, under a hundred built-in sprites, a few steps) so the whole
-file stays well under a minute on two CPU cores. Bad command-line input: tests/test_train_cli.py.
+file stays well under a minute on two CPU cores. The run folder's rules: tests/training/test_runs.py;
+bad command-line input: tests/cli/test_train.py.
 """
 
 import dataclasses
@@ -15,10 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from minidiff.training.batches import Batches
+from minidiff.training import TrainConfig, Trainer, train, with_preset
 from minidiff.training.checkpoint import load_checkpoint, load_trained
-from minidiff.ema import EMA, recalibrate_batchnorm
-from minidiff.training.config import PRESETS, TrainConfig, learning_rate, train, with_preset
+from minidiff.training.config import PRESETS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -126,7 +127,7 @@ def test_data_parallel_ranks_agree_with_each_other_and_with_one_process(tmp_path
     script = tmp_path / "ddp.py"
     script.write_text(
         "import sys, torch\n"
-        "from minidiff.training.config import TrainConfig, train\n"
+        "from minidiff.training import TrainConfig, train\n"
         f"config = TrainConfig(**{_ddp_config()!r}, out=sys.argv[1])\n"
         "trainer = train(config)\n"
         "torch.save(trainer.model.state_dict(), f'{sys.argv[1]}/rank{trainer.env.rank}.pt')\n")
@@ -151,46 +152,6 @@ def _ddp_config() -> dict:
             "precision": "fp32"}  # bf16 rounds a batch of 8 and one of 16 differently
 
 
-def test_ranks_split_the_global_batch_of_one_process():
-    images = torch.randn(40, 3, 4, 4)
-    contexts = torch.eye(5)[torch.arange(40) % 5]
-    kwargs = {"T": 50, "batch_size": 8, "seed": 3, "hflip": True}
-    whole = Batches(images, contexts, **kwargs)(7)
-    halves = [Batches(images, contexts, rank=r, world_size=2, **kwargs)(7) for r in (0, 1)]
-    for field in ("x0", "t", "eps", "c"):
-        joined = torch.cat([getattr(h, field) for h in halves])
-        assert torch.equal(joined, getattr(whole, field)), field
-
-
-def test_every_image_is_seen_once_per_epoch():
-    images = torch.arange(12.0).reshape(12, 1, 1, 1).expand(12, 3, 4, 4)
-    batches = Batches(images, torch.zeros(12, 0), T=10, batch_size=4, seed=0)
-    seen = torch.cat([batches(step).x0[:, 0, 0, 0] for step in range(3)])
-    assert sorted(seen.tolist()) == list(range(12))
-    assert batches(0).c is None  # unlabelled data: no context
-
-
-def test_ema_averages_parameters_and_copies_buffers():
-    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
-    ema = EMA(model, decay=0.9)
-    start = [p.detach().clone() for p in model.parameters()]
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(1.0)
-        model[1].running_mean.fill_(5.0)
-    decay = ema.current_decay()
-    assert decay == pytest.approx(0.1)  # warm-up: (1 + 0) / (10 + 0)
-    ema.update(model)
-    for p0, p in zip(start, ema.model.parameters()):
-        torch.testing.assert_close(p, p0 + (1 - decay))
-    assert torch.equal(ema.model[1].running_mean, torch.full((2,), 5.0))  # copied, not averaged
-    x = torch.randn(64, 2) * 3 + 1
-    recalibrate_batchnorm(ema.model, [(x,)])
-    expected = ema.model[0](x).mean(0)
-    torch.testing.assert_close(ema.model[1].running_mean, expected)  # the EMA weights' own stats
-    assert not ema.model.training
-
-
 def test_course_preset_is_the_courses_recipe(tmp_path):
     config = with_preset("course")
     assert (config.timesteps, config.beta1, config.beta2, config.schedule) == (500, 1e-4, 0.02,
@@ -198,13 +159,6 @@ def test_course_preset_is_the_courses_recipe(tmp_path):
     assert (config.arch, config.n_feat, config.batch_size, config.epochs) == ("course", 64, 100, 32)
     assert (config.optimizer, config.lr, config.ema_decay, config.grad_clip) == ("adam", 1e-3, 0, 0)
     assert (config.hflip, config.precision, config.context_drop) == (False, "fp32", 0.1)
-    steps_per_epoch = 894  # 89,400 sprites / 100
-    total = 32 * steps_per_epoch
-    for epoch in range(32):  # set at each epoch's start, held through the epoch
-        for step in (epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch - 1):
-            lr = learning_rate(config, step, total, steps_per_epoch)
-            assert lr == pytest.approx(1e-3 * (1 - epoch / 32), rel=1e-12)
-    from minidiff.training.trainer import Trainer
 
     trainer = Trainer(dataclasses.replace(config, n_images=200, epochs=1, progress=False,
                                           out=str(tmp_path / "course"), device="cpu", threads=1))
