@@ -106,15 +106,15 @@ class Pipeline:
         return images, torch.stack([_pixels(f, normalize) for f in frames])
 
     def _index(self, key) -> int:
+        names = [c.lower() for c in self.classes]
+        if isinstance(key, str) and key.strip().lower() in names:  # a name before an index:
+            return names.index(key.strip().lower())  # classes "1", "2", "10" are names
         if isinstance(key, str) and key.strip().lstrip("-").isdigit():
             key = int(key)
         if isinstance(key, int) and not isinstance(key, bool):
             if not 0 <= key < self.n_cfeat:
                 raise MinidiffError(f"class index {key} is outside [0, {self.n_cfeat - 1}]")
             return key
-        names = [c.lower() for c in self.classes]
-        if isinstance(key, str) and key.strip().lower() in names:
-            return names.index(key.strip().lower())
         known = ", ".join(self.classes) or f"indices 0..{self.n_cfeat - 1} (the run names none)"
         raise MinidiffError(f"unknown class {key!r}; this run's classes are {known}")
 

@@ -200,3 +200,124 @@ def test_cli_preview_and_export_round_trip(tmp_path):
     assert names == list(CLASSES)
     back = load_dataset(str(tmp_path / "out" / "sprites_16x16.npy"))
     assert dataset_hash(back) == dataset_hash(load_dataset(n=20)) and back.classes == names
+
+
+# --- issue 13: sizes bounded before allocating, files named for what they are, labels, order ----
+
+
+def png_header_only(path, width, height):
+    """A PNG whose header claims width x height but holds no pixels: what a decompression bomb
+    looks like to a reader that checks the size before decoding."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b""))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("size, match", [((1, 100000), "1x100000, over 4096 pixels on a side"),
+                                         ((20000, 20000), "claims more pixels|20000x20000")])
+def test_huge_images_are_refused_before_decoding(tmp_path, size, match):
+    """Issue 13 case 7: a 1x100000 PNG is not padded to a 40 GB square; 20000x20000 is one line
+    (not Pillow's DecompressionBombError)."""
+    folder = tmp_path / "art"
+    folder.mkdir()
+    Image.fromarray(random_pixels(1, 16)[0]).save(folder / "a.png")
+    if size == (1, 100000):
+        Image.new("RGB", size, "white").save(folder / "thin.png")  # a real, tiny file
+    else:
+        png_header_only(folder / "bomb.png", *size)
+    with pytest.raises(MinidiffError, match=match) as info:
+        load_dataset(str(folder))
+    assert "\n" not in str(info.value)
+
+
+def npy_header_only(path, shape, dtype=np.uint8, tail=b"\0" * 64):
+    with open(path, "wb") as file:
+        np.lib.format.write_array_header_1_0(file, {"descr": np.dtype(dtype).str,
+                                                    "fortran_order": False, "shape": shape})
+        file.write(tail)
+    return path
+
+
+def size_inputs(tmp_path):
+    """(load_dataset arguments, the message): each size-like input refused before allocating."""
+    ok = save_npy(tmp_path, "ok", random_pixels(4, 16))
+    np.save(tmp_path / "index.npy", np.array([0, 10**7, 1, 2]))
+    np.save(tmp_path / "wide.npy", np.zeros((4, 1001), np.float32))
+    np.savez(tmp_path / "arrays.npz", x=random_pixels(4, 16))
+    (tmp_path / "arrays.npz").rename(tmp_path / "renamed.npy")
+    Image.fromarray(random_pixels(1, 16)[0]).save(tmp_path / "sprite.png")
+    return [
+        ({"data": str(npy_header_only(tmp_path / "claims.npy", (10**12, 16, 16, 3)))},
+         r"header says shape \(1000000000000, 16, 16, 3\) .* but the file holds 64"),
+        ({"data": str(npy_header_only(tmp_path / "short.npy", (4, 16, 16, 3)))},
+         "truncated or damaged"),
+        ({"data": str(ok), "labels": str(tmp_path / "index.npy")},
+         "class index 10000000, which would make 10000001 classes"),
+        ({"data": str(ok), "labels": str(tmp_path / "wide.npy")}, "1001 columns, over 1000"),
+        ({"data": str(tmp_path / "renamed.npy")}, r"it is a zip archive \(a .npz\?"),
+        ({"data": str(tmp_path / "sprite.png")}, "it is a PNG image"),
+        ({"n": 10**9}, r"1000000000 images of 16x16 .* need 2861.0 GiB"),
+        ({"image_size": 512}, "20000 images of 512x512"),
+    ]
+
+
+def test_size_like_inputs_are_bounded_with_one_line(tmp_path):
+    for kwargs, match in size_inputs(tmp_path):
+        with pytest.raises(MinidiffError, match=match) as info:
+            load_dataset(**kwargs)
+        assert "\n" not in str(info.value), kwargs
+
+
+def test_cli_names_an_npz_or_a_png_passed_as_data(tmp_path, capsys):
+    for kwargs, match in size_inputs(tmp_path)[4:6]:
+        argv = ["data", "preview", "--data", kwargs["data"], "--out", str(tmp_path / "p.png")]
+        assert cli_main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and __import__("re").search(match, err), (match, err)
+
+
+@pytest.mark.parametrize("row, what", [([np.nan, 1, 0], "NaN or inf"), ([np.inf, 0, 0], "NaN"),
+                                       ([0.5, 0.5, 0], "not one-hot"), ([0, 0, 0], "not one-hot"),
+                                       ([1, 1, 0], "not one-hot"), ([2, 0, 0], "not one-hot")])
+def test_labels_that_are_not_one_hot_are_refused(tmp_path, row, what):
+    """Issue 13 case 9: hard labels only (mixing is a sampling-time choice), refused by row."""
+    labels = np.eye(3)[[0, 1, 2, 0]]
+    labels[2] = row
+    path = save_npy(tmp_path, "toy", random_pixels(4, 16), labels)
+    with pytest.raises(MinidiffError, match=f"row 2 is .*{what}") as info:
+        load_dataset(str(path))
+    assert "\n" not in str(info.value)
+
+
+def test_class_folders_in_natural_order(tmp_path):
+    """Issue 13 case 9: folders 1, 2, 10 are classes 1, 2, 10 (not 1, 10, 2)."""
+    for k, name in enumerate(["10", "2", "1", "item9", "item10"]):
+        (tmp_path / name).mkdir()
+        Image.fromarray(random_pixels(1, 16, seed=k)[0]).save(tmp_path / name / "x.png")
+    ds = load_dataset(str(tmp_path))
+    assert ds.classes == ["1", "2", "10", "item9", "item10"]
+    for k, name in enumerate(["10", "2", "1", "item9", "item10"]):  # each image under its name
+        i = int(ds.contexts[:, ds.classes.index(name)].argmax())
+        expected = random_pixels(1, 16, seed=k)[0, 0, 0, 0] / 127.5 - 1
+        assert abs(float(ds.images[i, 0, 0, 0]) - expected) < 1e-6
+
+
+def test_a_class_named_by_a_number_is_sampled_by_its_name():
+    """`sample --class 10` asks for the class named 10, not index 10."""
+    from minidiff.pipeline import Pipeline
+    from minidiff.schedules import make_schedule
+    from minidiff.unet import UnetConfig, build_unet
+
+    model = build_unet(UnetConfig(n_feat=8, n_cfeat=3))
+    pipe = Pipeline(model, make_schedule("linear", 10), ["1", "2", "10"], {}, Path("x"))
+    assert pipe.contexts(1, "10").tolist() == [[0, 0, 1]]
+    assert pipe.contexts(1, "1").tolist() == [[1, 0, 0]]
+    assert pipe.contexts(1, 0).tolist() == [[1, 0, 0]]  # an int is still an index

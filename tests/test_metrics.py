@@ -99,6 +99,32 @@ def test_classifier_is_trained_once_then_cached(tmp_path):
     assert torch.equal(again(data.images[:4]), model(data.images[:4]))
 
 
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "run checkpoint", "wrong shapes"])
+def test_a_corrupt_cached_classifier_is_rebuilt(tmp_path, damage):
+    """Issue 13 case 8: a damaged cache file is a cache miss, trained again and replaced."""
+    data, config = tiny_dataset(), ClassifierConfig(n_feat=8, steps=5, batch_size=16)
+    _, info = cached_classifier(data, config, cache=tmp_path)
+    path = tmp_path / info["path"].rsplit("/", 1)[-1]
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:300])
+    elif damage == "garbage":
+        path.write_bytes(b"\0" * 64)
+    elif damage == "run checkpoint":  # a file of another kind under the cache's name
+        model = build_unet(UnetConfig(n_feat=8))
+        save_checkpoint(path, {"config": {"unet": dataclasses.asdict(UnetConfig(n_feat=8)),
+                                          "schedule": {"kind": "linear", "T": 5, "beta1": 1e-4,
+                                                       "beta2": 0.02}},
+                               "classes": list(CLASSES), "model": model.state_dict()})
+    else:  # the right kind, but weights for another network
+        other = ClassifierConfig(n_feat=16, steps=1)
+        _, elsewhere = cached_classifier(data, other, cache=tmp_path / "other")
+        path.write_bytes(open(elsewhere["path"], "rb").read())
+    model, again = cached_classifier(data, config, cache=tmp_path)
+    assert again["trained"] and again["rebuilt"] and str(path) in again["rebuilt"]
+    _, third = cached_classifier(data, config, cache=tmp_path)
+    assert not third["trained"] and third["rebuilt"] is None  # the replaced file reads back
+
+
 # --- the eval command ----------------------------------------------------------------------------
 
 

@@ -72,3 +72,13 @@ def test_classes_are_told_apart_by_their_mean_image(seed):
     guess = ((test[:, None] - means[None]) ** 2).sum(-1).argmin(1)
     accuracy = (guess == test_labels).mean()
     assert accuracy > 0.75, f"nearest-mean accuracy {accuracy:.2f}: classes look alike"
+
+
+def test_too_many_sprites_is_refused_before_drawing():
+    """Issue 13 case 7: `--n-images 1000000000` is one line, not a MemoryError."""
+    import pytest
+
+    from minidiff.utils.errors import MinidiffError
+
+    with pytest.raises(MinidiffError, match=f"more than the {sprites.MAX_SPRITES} built-in"):
+        make_sprites(sprites.MAX_SPRITES + 1)

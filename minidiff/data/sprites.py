@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from minidiff.utils.errors import MinidiffError
+
 CLASSES = ("hero", "non-hero", "food", "spell", "side-facing")
 SIZE = 16  # sprites are SIZE x SIZE pixels
+MAX_SPRITES = 200_000  # drawing holds (n, 16, 16, 3) int64 canvases: about 1.2 GiB at the most
 WHITE = 255  # background, as in the course's sprites
 
 # Palettes (RGB); every pick is jittered per sprite, so no two sprites share exact colours.
@@ -448,6 +451,9 @@ def make_sprites(n: int = 20000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
     """
     if n < 0:
         raise ValueError(f"n={n} must be >= 0")
+    if n > MAX_SPRITES:
+        raise MinidiffError(f"n={n} is more than the {MAX_SPRITES} built-in sprites minidiff "
+                            f"draws (the course's set has 89,400); pass a smaller n (--n-images)")
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(n) % len(CLASSES)).astype(np.int64)
     images = _draw(labels, rng)

@@ -41,6 +41,7 @@ from minidiff.data.datasets import Dataset, dataset_hash
 from minidiff.utils.errors import MinidiffError
 
 NEAR_COPY_RMS = 8 / 255 * 2  # 8 grey levels of 255, in the model's [-1, 1] units
+CLASSIFIER_KIND = "feature-classifier"  # the `kind` of a cached classifier's checkpoint
 
 
 # %% The feature network
@@ -146,25 +147,48 @@ def cached_classifier(dataset: Dataset, config: ClassifierConfig | None = None,
     """(model, info) for the dataset, trained on first use and then read from the cache.
 
     info: {"accuracy": held-out accuracy, "path": cache file, "trained": True if trained now,
-    "seconds": training time}. The file name holds hashes of the dataset's content and the config.
+    "seconds": training time, "rebuilt": why the cached file was unusable, or None}. The file name
+    holds hashes of the dataset's content and the config. A cached file that is torn, corrupt or
+    does not fit is a cache miss: the classifier is trained again and the file replaced.
     """
     config = config or ClassifierConfig()
     recipe = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:8]
     key = f"{dataset_hash(dataset)}-{recipe}"
     path = (cache or cache_dir()) / f"classifier-{key}.pt"
     n_classes, channels = dataset.contexts.shape[1], dataset.images.shape[1]
+    rebuilt = None
     if path.is_file():
-        state = load_checkpoint(path)
-        model = SpriteClassifier(channels, n_classes, config.n_feat)
-        model.load_state_dict(state["model"])
-        return model.eval(), {"accuracy": state["accuracy"], "path": str(path), "trained": False,
-                              "seconds": 0.0}
+        try:
+            model, accuracy = _read_cached(path, SpriteClassifier(channels, n_classes,
+                                                                  config.n_feat))
+            return model, {"accuracy": accuracy, "path": str(path), "trained": False,
+                           "seconds": 0.0, "rebuilt": None}
+        except MinidiffError as error:  # torn, foreign or not this network's
+            rebuilt = str(error)
     start = time.perf_counter()
     model, accuracy = train_classifier(dataset, config)
-    save_checkpoint(path, {"kind": "feature-classifier", "config": asdict(config),
-                           "model": model.state_dict(), "accuracy": accuracy})
+    try:
+        save_checkpoint(path, {"kind": CLASSIFIER_KIND, "config": asdict(config),
+                               "model": model.state_dict(), "accuracy": accuracy})
+    except OSError as error:
+        raise MinidiffError(f"cannot write the classifier cache {path} ({error.strerror}); set "
+                            "MINIDIFF_CACHE to a writable folder") from None
     return model, {"accuracy": accuracy, "path": str(path), "trained": True,
-                   "seconds": time.perf_counter() - start}
+                   "seconds": time.perf_counter() - start, "rebuilt": rebuilt}
+
+
+def _read_cached(path: Path, model: SpriteClassifier) -> tuple[SpriteClassifier, float]:
+    """The cached weights loaded into `model`; any damage raises (the caller retrains)."""
+    state = load_checkpoint(path, kind=CLASSIFIER_KIND)
+    accuracy = state.get("accuracy")
+    if not isinstance(accuracy, float) or not 0 <= accuracy <= 1:
+        raise MinidiffError(f"{path} holds accuracy {accuracy!r}, not a share")
+    try:
+        model.load_state_dict(state.get("model"))
+    except (KeyError, TypeError, AttributeError, RuntimeError) as error:
+        raise MinidiffError(f"{path} holds weights for another classifier "
+                            f"({type(error).__name__})") from None
+    return model.eval(), accuracy
 
 
 # %% Distances

@@ -4,71 +4,278 @@ A checkpoint is a plain dict saved with `torch.save` and read back with
 `torch.load(weights_only=True)`, which only rebuilds tensors and plain Python containers: a file
 crafted to run code on load is refused, and the code does not run. Layout:
 
-| key         | what                                                                      |
-|-------------|---------------------------------------------------------------------------|
-| `format`    | "minidiff-checkpoint" (anything else is not ours)                         |
-| `version`   | layout version, 1                                                         |
-| `config`    | the run's configuration as plain types; `config["unet"]` (UnetConfig's    |
-|             | fields) and `config["schedule"]` (`kind`, `T`, `beta1`, `beta2`) at least |
-| `classes`   | class names in context-vector order ([] for an unconditional model)       |
-| `model`     | the network's state_dict                                                  |
-| `ema`       | the EMA network's state_dict, or None                                     |
-| `optimizer`, `step`, `rng`, ...: whatever the trainer needs to resume exactly                 |
+| key             | what                                                                  |
+|-----------------|-----------------------------------------------------------------------|
+| `format`        | "minidiff-checkpoint" (anything else is not ours)                     |
+| `version`       | layout version, 1                                                     |
+| `kind`          | absent for a run; "feature-classifier" for the eval classifier cache  |
+| `config`        | the run's configuration as plain types; `config["unet"]` (UnetConfig's|
+|                 | fields) and `config["schedule"]` (`kind`, `T`, `beta1`, `beta2`)      |
+| `config_sha256` | SHA-256 of `config` as sorted JSON: an edited config is refused       |
+| `classes`       | class names in context-vector order ([] for an unconditional model)   |
+| `model`         | the network's state_dict                                              |
+| `ema`           | the EMA network's state_dict, or None                                 |
+| `optimizer`, `step`, `rng`, ...: whatever the trainer needs to resume exactly             |
+
+Every file is checked before anything is built from it: a zip archive of stored (uncompressed)
+records no larger than the file, so no header can make the loader allocate more than the file
+holds; then the dict's layout, types and sizes; then every weight's name, shape and dtype against
+the network the config describes (built on the meta device, which allocates nothing), and that
+the weights are finite. Each failure is one `MinidiffError` line naming the file and what to do.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import os
 import pickle
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 
+from minidiff.schedules import Schedule, make_schedule
+from minidiff.training.config import MAX_IMAGE_SIZE  # the image size rule's one owner
 from minidiff.utils.atomic import atomic_path
 from minidiff.utils.device import resolve_device
 from minidiff.utils.errors import MinidiffError
-from minidiff.schedules import Schedule, make_schedule
 
 FORMAT = "minidiff-checkpoint"
 VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
+RUN = "run"  # the `kind` of a training run's checkpoint (stored as no `kind` key)
+MAX_CONFIG_NODES = 100_000  # values in a config; a real one has about 100
+MAX_T = 1_000_000  # a schedule's T in a file: far above any run (the course's is 500)
+RETRAIN = "use another checkpoint or train again"
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """Atomically write `state` (plain types and tensors only) as a minidiff checkpoint."""
+    state = {"format": FORMAT, "version": VERSION, **state}
+    if "config" in state:
+        state["config_sha256"] = config_sha256(state["config"])
     with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, "version": VERSION, **state}, tmp)
+        torch.save(state, tmp)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Read a checkpoint, refusing anything that is missing, torn, foreign or not plain data."""
+def config_sha256(config: dict) -> str:
+    """The fingerprint of a config: SHA-256 of its sorted JSON."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu", kind: str = RUN) -> dict:
+    """Read a checkpoint of `kind`, refusing anything missing, torn, foreign, edited, not plain
+    data, or whose weights do not fit its config (see the module docstring)."""
     path = Path(path)
     if not path.is_file():
         raise MinidiffError(f"no checkpoint at {path}: pass a run folder or a {CHECKPOINT_NAME} file")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        # torch's message opens with advice; the line naming the refused object is further down
-        first = next((line for line in lines if "Unsupported global" in line),
-                     lines[0] if lines else "unsupported object")
-        raise MinidiffError(
-            f"{path} was refused: it holds objects other than tensors and plain data, which could "
-            f"run code on load ({first[:120]}); only load checkpoints written by minidiff"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
-        raise MinidiffError(
-            f"{path} is truncated or corrupted ({type(error).__name__}); "
-            "use another checkpoint or train again"
-        ) from None
+    _check_archive(path)
+    state = _unpickle(path, map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise MinidiffError(f"{path} is not a minidiff checkpoint (no '{FORMAT}' marker)")
-    if state.get("version", 0) > VERSION:
-        raise MinidiffError(f"{path} was written by a newer minidiff (layout {state['version']}); "
+    version = state.get("version")
+    if not _is_int(version) or version < 1:
+        raise _corrupt(path, f"its layout version is {_show(version)}")
+    if version > VERSION:
+        raise MinidiffError(f"{path} was written by a newer minidiff (layout {version}); "
                             "upgrade minidiff to read it")
+    found = state.get("kind", RUN)
+    if found != kind:
+        raise MinidiffError(f"{path} is a {_show(found)} file, not a {kind} checkpoint; "
+                            f"pass the {'run folder' if kind == RUN else 'right file'}")
+    if kind == RUN:
+        check_run_state(state, path)
     return state
+
+
+def _check_archive(path: Path) -> None:
+    """torch.save writes a zip of stored records, each with its CRC-32: refuse anything else, and
+    any damaged byte, before torch reads it (torch itself checks no CRC)."""
+    with open(path, "rb") as file:
+        magic = file.read(4)
+    if not magic.startswith(b"PK"):
+        if len(magic) < 4:
+            raise _corrupt(path, f"it is only {len(magic)} bytes")
+        raise MinidiffError(f"{path} is not a minidiff checkpoint (not a torch.save archive); "
+                            f"pass a run folder or its {CHECKPOINT_NAME}")
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for record in archive.infolist():
+                if record.compress_type != zipfile.ZIP_STORED or record.file_size > size:
+                    raise _corrupt(path, f"record {ascii(record.filename[:60])} is compressed "
+                                         "or larger than the file")
+            damaged = archive.testzip()  # reads every record and checks its CRC-32
+    except MinidiffError:
+        raise
+    except Exception as error:  # noqa: BLE001 -- zipfile fails in many ways on damaged bytes
+        raise _corrupt(path, f"not a readable zip archive: {type(error).__name__}") from None
+    if damaged is not None:
+        raise _corrupt(path, f"record {ascii(damaged[:60])} fails its CRC-32 check")
+
+
+def _unpickle(path: Path, map_location):
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        refused = next((line for line in lines if "Unsupported global" in line), None)
+        if refused is None:  # torch wraps every failure of its safe unpickler in this error
+            raise _corrupt(path, "its pickle does not parse") from None
+        raise MinidiffError(
+            f"{path} was refused: it holds objects other than tensors and plain data, which could "
+            f"run code on load ({refused[:120]}); only load checkpoints written by minidiff"
+        ) from None
+    except MemoryError:
+        raise _corrupt(path, "it claims more memory than exists") from None
+    except Exception as error:  # noqa: BLE001 -- a damaged file fails anywhere inside torch.load
+        raise _corrupt(path, type(error).__name__) from None
+
+
+def _corrupt(path: Path, why: str) -> MinidiffError:
+    return MinidiffError(f"{path} is truncated or corrupted ({why}); {RETRAIN}")
+
+
+# %% The layout of a run's checkpoint
+
+
+def check_run_state(state: dict, path: Path) -> None:
+    """Refuse a run checkpoint whose layout, types, sizes or weights do not hold together."""
+    config = state.get("config")
+    if not isinstance(config, dict):
+        raise _corrupt(path, f"its config is {_show(config)}, not a dict")
+    _check_plain(config, path)
+    stored = state.get("config_sha256")
+    if stored is not None and stored != config_sha256(config):
+        raise MinidiffError(f"{path}: its config was edited after training (the fingerprint no "
+                            f"longer matches), so the weights may not fit it; restore the "
+                            f"original file or train again")
+    for name in ("unet", "schedule"):
+        if not isinstance(config.get(name), dict):
+            raise _mismatch(path, f"config[{name!r}] is {_show(config.get(name))}")
+    if not isinstance(config.get("train", {}), dict):
+        raise _corrupt(path, f"config['train'] is {_show(config['train'])}, not a dict")
+    _check_schedule(config["schedule"], path)
+    n_cfeat = _check_unet(config["unet"], path)
+    expected = _expected_weights(config["unet"], path)
+    trained_at = config.get("train", {}).get("image_size", config["unet"].get("height"))
+    if trained_at != config["unet"].get("height", trained_at):
+        raise _mismatch(path, f"the network is for {config['unet']['height']} px images but the "
+                              f"run trained on {_show(trained_at)} px")
+    classes = state.get("classes", [])
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise _corrupt(path, f"its classes are {_show(classes)}, not a list of names")
+    if len(classes) not in (0, n_cfeat):
+        raise _mismatch(path, f"{len(classes)} class names for a network of {n_cfeat} classes")
+    for name in ("model", "ema"):
+        if name == "model" or state.get(name) is not None:
+            _check_weights(state.get(name), expected, f"its {name} weights", path)
+    for name in ("step", "ema_updates"):
+        if name in state and not (_is_int(state[name]) and state[name] >= 0):
+            raise _corrupt(path, f"{name} is {_show(state[name])}, not a count")
+    optimizer = state.get("optimizer", {})
+    if not (isinstance(optimizer, dict) and isinstance(optimizer.get("state", {}), dict)
+            and isinstance(optimizer.get("param_groups", []), list)):
+        raise _corrupt(path, "its optimizer state is not a state_dict")
+
+
+def _check_plain(config, path: Path) -> None:
+    """Plain JSON-like values only, and a bounded number of them (a pickle can share one list
+    many times over, which would make walking it, or hashing it, take forever)."""
+    stack, seen = [config], 0
+    while stack:
+        value = stack.pop()
+        seen += 1
+        if seen > MAX_CONFIG_NODES:
+            raise _corrupt(path, f"its config holds over {MAX_CONFIG_NODES} values")
+        if isinstance(value, dict):
+            if not all(isinstance(key, str) for key in value):
+                raise _corrupt(path, "its config has a key that is not a string")
+            stack.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
+        elif not (value is None or isinstance(value, (str, bool, int, float))):
+            raise _corrupt(path, f"its config holds a {type(value).__name__}")
+
+
+def _check_schedule(schedule: dict, path: Path) -> None:
+    if set(schedule) != {"kind", "T", "beta1", "beta2"}:
+        raise _mismatch(path, f"the schedule has keys {sorted(schedule)}, expected kind, T, "
+                              "beta1, beta2")
+    if not (_is_int(schedule["T"]) and 1 <= schedule["T"] <= MAX_T):
+        raise _mismatch(path, f"the schedule's T={_show(schedule['T'])} is not 1..{MAX_T}")
+    betas = (schedule["beta1"], schedule["beta2"])
+    if not all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b)
+               for b in betas):
+        raise _mismatch(path, f"the schedule's betas {_show(betas)} are not finite numbers")
+
+
+def _check_unet(unet: dict, path: Path) -> int:
+    """UnetConfig's fields, each of its type, an image size within MAX_IMAGE_SIZE: n_cfeat."""
+    from minidiff.unet import UnetConfig  # the network imports lazily: reading a file is cheap
+
+    names = {f.name for f in fields(UnetConfig)}
+    if not set(unet) <= names:
+        raise _mismatch(path, f"unknown network settings {sorted(set(unet) - names)}")
+    for f in fields(UnetConfig):
+        value = unet.get(f.name, f.default)
+        wanted = str if f.name == "arch" else int
+        if not isinstance(value, wanted) or isinstance(value, bool):
+            raise _mismatch(path, f"the network's {f.name}={_show(value)} is not a "
+                                  f"{wanted.__name__}")
+    height = unet.get("height", UnetConfig.height)
+    if height > MAX_IMAGE_SIZE:
+        raise _mismatch(path, f"its image size {height} is over {MAX_IMAGE_SIZE}")
+    return unet.get("n_cfeat", UnetConfig.n_cfeat)
+
+
+def _expected_weights(unet: dict, path: Path) -> dict:
+    """{name: (shape, dtype)} of the network `unet` describes, built on the meta device."""
+    from minidiff.unet import UnetConfig, build_unet
+
+    try:
+        with torch.device("meta"):
+            model = build_unet(UnetConfig(**unet))
+    except MinidiffError as error:  # the network's own rule for its settings
+        raise _mismatch(path, str(error).split(";")[0]) from None
+    return {name: (tuple(t.shape), t.dtype) for name, t in model.state_dict().items()}
+
+
+def _check_weights(weights, expected: dict, what: str, path: Path) -> None:
+    if not isinstance(weights, dict) or not all(isinstance(t, torch.Tensor)
+                                                for t in weights.values()):
+        raise _corrupt(path, f"{what} are not a state_dict of tensors")
+    missing, extra = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    if missing or extra:
+        raise _mismatch(path, f"{what} lack {missing[:3]} and have unknown {extra[:3]}")
+    for name, (shape, dtype) in expected.items():
+        tensor = weights[name]
+        if tuple(tensor.shape) != shape or tensor.dtype != dtype:
+            raise _mismatch(path, f"{what} hold {name} as {tuple(tensor.shape)} {tensor.dtype}, "
+                                  f"but the config's network needs {shape} {dtype}")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise MinidiffError(f"{path}: {what} are not finite ({name} holds NaN or inf: the run "
+                                "had diverged); use an earlier checkpoint or train again with a "
+                                "lower --lr")
+
+
+def _mismatch(path: Path, why: str) -> MinidiffError:
+    return MinidiffError(f"{path} does not match this minidiff's network or schedule ({why}); "
+                         f"{RETRAIN}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _show(value) -> str:
+    return repr(value)[:60]
+
+
+# %% Finding and loading a run
 
 
 def resolve_checkpoint(run_or_ckpt: str | os.PathLike | None = None, runs_dir="runs") -> Path:
@@ -107,14 +314,12 @@ def load_trained(run_or_ckpt=None, device="cpu", weights: str = "ema", runs_dir=
 
     path = resolve_checkpoint(run_or_ckpt, runs_dir)
     device = resolve_device(device)
-    state = load_checkpoint(path)
-    config = state.get("config") or {}
+    state = load_checkpoint(path)  # checked: the weights fit the config's network
+    config = state["config"]
+    model = build_unet(UnetConfig(**config["unet"]))
+    model.load_state_dict(state["ema"] if weights == "ema" and state.get("ema") else state["model"])
     try:
-        model = build_unet(UnetConfig(**config["unet"]))
-        weights_state = state["ema"] if weights == "ema" and state.get("ema") else state["model"]
-        model.load_state_dict(weights_state)
         schedule = make_schedule(**config["schedule"], device=device)
-    except (KeyError, TypeError, RuntimeError) as error:
-        raise MinidiffError(f"{path} does not match this minidiff's network or schedule "
-                            f"({type(error).__name__}: {str(error).splitlines()[0][:120]})") from None
+    except ValueError as error:
+        raise _mismatch(path, str(error).splitlines()[0][:120]) from None
     return Trained(model.to(device).eval(), schedule, list(state.get("classes", [])), config, path)
