@@ -39,6 +39,7 @@ s = make_schedule("linear", T=500, beta1=1e-4, beta2=0.02)  # the course's sched
 cosine = make_schedule("cosine", T=500)
 for t in (1, 250, 500):
     print(f"t={t:3d}  beta={s.beta[t]:.6f}  alpha_bar={s.alpha_bar[t]:.6f}")
+assert abs(s.alpha_bar[1] - (1 - 1e-4) * (1 - s.beta[1])) < 1e-12  # the course's extra factor
 
 # %% [markdown]
 # The course computes alpha_bar as a product over s = 0..t, *including* index 0, then sets
@@ -55,9 +56,12 @@ line_plot({"linear (course)": (t, s.alpha_bar), "cosine": (t, cosine.alpha_bar)}
           OUT / "01_alpha_bar.png", title="alpha_bar_t: signal left after t steps", xlabel="t")
 snr = {name: (t[1:], sch.alpha_bar[1:] / (1 - sch.alpha_bar[1:]))
        for name, sch in (("linear (course)", s), ("cosine", cosine))}
-line_plot(snr, OUT / "01_snr.png", title="log10 SNR = alpha_bar / (1 - alpha_bar)", xlabel="t",
-          log_y=True)
-print("saved", OUT / "01_alpha_bar.png", "and", OUT / "01_snr.png")
+line_plot(snr, OUT / "01_snr.png", title="SNR = alpha_bar / (1 - alpha_bar), log scale",
+          xlabel="t", log_y=True)
+print("saved", OUT / "01_alpha_bar.png", "and", OUT / "01_snr.png", "(log scale)")
+assert all(np.diff(sch.alpha_bar).max() < 0 for sch in (s, cosine))  # signal only ever leaves
+first_half = t <= s.T // 2  # the cosine schedule keeps more signal early on:
+assert (cosine.alpha_bar[first_half][1:] > s.alpha_bar[first_half][1:]).all()
 
 # %% [markdown]
 # ## One sprite, noised
@@ -70,7 +74,7 @@ print("saved", OUT / "01_alpha_bar.png", "and", OUT / "01_snr.png")
 # %%
 images, labels = make_sprites(n=pick(10, 5), seed=0)
 x0 = images[:1].transpose(0, 3, 1, 2) / 127.5 - 1.0  # uint8 NHWC -> float NCHW in [-1, 1]
-print("a", CLASSES[labels[0]], "sprite, pixel range", x0.min(), x0.max())
+print(f"a {CLASSES[labels[0]]} sprite, pixel range [{x0.min():.3f}, {x0.max():.3f}]")
 steps = [0, 25, 50, 100, 200, 300, 400, 500]
 eps = np.random.default_rng(0).standard_normal(x0.shape)
 strip = np.concatenate([q_sample(x0, np.array([k]), eps, s) for k in steps])
@@ -101,12 +105,20 @@ assert np.allclose(x_t.numpy(), strip, atol=1e-5)
 # its x_t then has variance alpha_bar_t + (1 - alpha_bar_t)^2, which dips to 0.75 where
 # alpha_bar_t = 1/2.
 # The network trains on images less noisy than the sampler's formulas assume. minidiff follows
-# the paper; here is the difference, measured on unit-variance data.
+# the paper; here is the difference, measured. A few thousand draws of N(0, 1) have a variance
+# of about 1, not exactly 1 (0.98 or 1.02 is typical), and that wobble would show in the curves;
+# so the draws below are standardised first: mean exactly 0, variance exactly 1, and data and
+# noise exactly uncorrelated. The measured variances then equal the formulas to rounding.
 
 # %%
 n = pick(20_000, 2_000)
-rng = np.random.default_rng(1)
-data, noise_draws = rng.standard_normal((n, 1)), rng.standard_normal((n, 1))
+draws = np.random.default_rng(1).standard_normal((n, 2))
+draws -= draws.mean(axis=0)
+orthonormal, _ = np.linalg.qr(draws)  # columns: mean 0, length 1, orthogonal to each other
+data, noise_draws = np.hsplit(orthonormal * np.sqrt(n), 2)  # (n, 1) each, variance exactly 1
+correlation = np.corrcoef(data[:, 0], noise_draws[:, 0])[0, 1]
+print(f"data: mean {data.mean():+.1e}, variance {data.var():.6f}; noise variance "
+      f"{noise_draws.var():.6f}; correlation {correlation:+.1e}")
 variance_eq4, variance_course = [], []
 for k in t[1:]:
     ab = s.alpha_bar[k]
@@ -114,8 +126,13 @@ for k in t[1:]:
     variance_course.append((np.sqrt(ab) * data + (1 - ab) * noise_draws).var())
 line_plot({"DDPM eq. (4)": (t[1:], variance_eq4), "course notebook": (t[1:], variance_course)},
           OUT / "01_variance.png", title="Var(x_t) for unit-variance data", xlabel="t")
+print("saved", OUT / "01_variance.png")
 print(f"Var(x_T): eq. (4) {variance_eq4[-1]:.3f}, course {variance_course[-1]:.3f}; "
       f"lowest on the way: eq. (4) {min(variance_eq4):.3f}, course {min(variance_course):.3f}")
+assert np.allclose(variance_eq4, 1.0, atol=1e-9)  # eq. (4) keeps unit variance at every t
+course_formula = s.alpha_bar[1:] + (1 - s.alpha_bar[1:]) ** 2
+assert np.allclose(variance_course, course_formula, atol=1e-9)
+assert abs(min(variance_course) - 0.75) < 0.01  # the dip where alpha_bar_t = 1/2
 
 # %% [markdown]
 # ## A whole class at once
@@ -130,6 +147,10 @@ Image.fromarray(grid(pixels.transpose(0, 2, 3, 1), nrow=len(row), scale=6)).save
     OUT / "01_rows.png"
 )
 print("saved", OUT / "01_rows.png", "(rows: t = 0, 100, 300, 500)")
+correlation = np.corrcoef(row.ravel(), rows[-1].ravel())[0, 1]
+print(f"correlation of x_T with x0 over these sprites: {correlation:.3f} "
+      f"(sqrt(alpha_bar_T) = {np.sqrt(s.alpha_bar[s.T]):.3f})")
+assert abs(correlation) < 0.3  # x_T keeps next to nothing of the sprite
 
 # %% [markdown]
 # **Next:** chapter 2 runs the process backwards, one DDPM step at a time.

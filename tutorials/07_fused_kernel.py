@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _plot import COLOURS, bar_plot
 from _tutorial import OUT, SMALL, pick
 from minidiff.kernels import compile as aot
 from minidiff.kernels import launch
@@ -101,6 +102,7 @@ for op, nbytes in traffic.log:
 eager_bytes = traffic.bytes / x_t.numel()
 print(f"eager DDPM step: {eager_bytes:.0f} bytes per element in {len(traffic.log)} passes; "
       f"minimum: 12")
+assert eager_bytes >= 3 * 12  # eager torch moves several times the minimum
 
 # %% [markdown]
 # `randn_like` writes z, the first `mul` reads eps and writes s2 * eps, `sub` reads two tensors
@@ -126,6 +128,13 @@ for line in ddpm.ptx.splitlines():
         print("  ", line.strip())
 print(f"\nbytes per element: fused {fused_bytes:.0f}, eager {eager_bytes:.0f} "
       f"({eager_bytes / fused_bytes:.1f}x the traffic)")
+assert fused_bytes == 12  # the minimum: read x_t and eps, write x_{t-1}; z never touches memory
+bars = {f"{i + 1}. {op}": nbytes for i, (op, nbytes) in enumerate(traffic.log)}
+bars |= {"eager, all": eager_bytes, "fused kernel": fused_bytes}
+bar_plot(bars, OUT / "07_bytes.png", title="bytes moved per element by one DDPM step (float32)",
+         xlabel="eager torch, operation by operation; then the totals",
+         colours=[COLOURS[0]] * len(traffic.log) + [COLOURS[1], COLOURS[2]], size=(760, 400))
+print("saved", OUT / "07_bytes.png")
 
 # %% [markdown]
 # Each thread handles 8 elements. `ld.global.v4.b32` loads four 32-bit words (16 bytes) at
@@ -180,7 +189,7 @@ for term, pattern in terms.items():
 # 3 x 29 x 29 = 2,523 elements, more than one block:
 
 # %%
-grid, block, num_warps = launch.launch_geometry(batch=3, per_sample=3 * 29 * 29)
+grid, block, num_warps = launch.launch_geometry(batch=3, n_per_sample=3 * 29 * 29)
 print(f"3 samples of 2,523 elements: grid {grid} programs, BLOCK {block}, {num_warps} warps "
       f"({block // (32 * num_warps)} elements per thread)")
 
@@ -199,7 +208,7 @@ print(f"3 samples of 2,523 elements: grid {grid} programs, BLOCK {block}, {num_w
 # %%
 seed, k = 7, 3
 x0 = torch.zeros(4, 3, 16, 16)
-_, eps_kernel = kernels.q_sample(x0, 1, schedule, seed=seed, step=k)
+_, eps_kernel = kernels.q_sample(x0, 1, None, schedule, seed=seed, k=k)
 eps_reference = ref_philox.randn_like_step(x0.numpy(), seed, k)
 eps_torch = torch_philox.randn_like_step(x0, seed, k)
 print(f"philox_seed({seed}, {k}) = {ref_philox.philox_seed(seed, k):#x}")
@@ -210,7 +219,7 @@ print("torch twin == reference:", f"{(eps_torch.numpy() == eps_reference).mean()
       f"largest difference {np.abs(eps_torch.numpy() - eps_reference).max():.2e}")
 print(f"mean {eps_reference.mean():+.3f}, std {eps_reference.std():.3f} over {eps_reference.size} "
       "numbers")
-_, eps_alone = kernels.q_sample(x0[:1], 1, schedule, seed=seed, step=k)
+_, eps_alone = kernels.q_sample(x0[:1], 1, None, schedule, seed=seed, k=k)
 assert torch.equal(eps_alone[0], eps_kernel[0])  # sample 0's noise does not depend on the batch
 
 # %% [markdown]
@@ -232,7 +241,7 @@ ref_schedule = make_ref_schedule()  # the same course schedule, as NumPy float64
 g = torch.Generator().manual_seed(0)
 x_t, eps = torch.randn(3, 3, 29, 29, generator=g), torch.randn(3, 3, 29, 29, generator=g)
 t = torch.tensor([500, 250, 1])
-got = kernels.ddpm_step(x_t, eps, t, schedule, seed=seed, step=k)  # z drawn in-kernel
+got = kernels.ddpm_step(x_t, eps, t, schedule, seed=seed, k=k)  # z drawn in-kernel
 z = ref_philox.randn_like_step(x_t.numpy(), seed, k)
 expected = ref.ddpm_step(x_t.double().numpy(), eps.double().numpy(), t.numpy(), ref_schedule, z)
 error = np.abs(got.double().numpy() - expected)
@@ -261,18 +270,38 @@ x0 = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
 start = minidiff.q_sample(x0, torch.full((len(x0),), t0), torch.randn_like(x0), schedule)
 x_fused, x_torch = start.clone(), start.clone()
 for k, t in enumerate(range(t0, 0, -1), start=1):
-    x_fused = kernels.ddpm_step(x_fused, oracle_eps(x_fused, x0, t), t, schedule, seed=seed, step=k)
+    x_fused = kernels.ddpm_step(x_fused, oracle_eps(x_fused, x0, t), t, schedule, seed=seed, k=k)
     z = torch_philox.randn_like_step(x_torch, seed, k)
     x_torch = samplers.ddpm_step(x_torch, oracle_eps(x_torch, x0, t), t, schedule, z)
 difference = (x_fused - x_torch).abs().max().item()
 print(f"{t0} steps: largest |fused - torch| = {difference:.2e}; "
       f"largest |result - x0| = {(x_fused - x0).abs().max():.3f}")
 assert difference < 1e-4
-save_grid(torch.cat([x0, start, x_fused, x_torch]), OUT / "07_oracle_chain.png", nrow=len(x0),
-          scale=6)
-print("saved", OUT / "07_oracle_chain.png", f"(rows: x0, x_{t0}, fused result, torch result)")
+assert (x_fused - x0).abs().mean() < (start - x0).abs().mean()  # the chain took the noise out
+
+
+def difference_map(d: torch.Tensor, full: float) -> torch.Tensor:
+    """|d| averaged over colour, as grey in [-1, 1]: black is 0, white is `full` or more."""
+    grey = (d.abs().mean(1, keepdim=True) / full).clamp(max=1) * 2 - 1
+    return grey.expand(-1, 3, -1, -1)
+
+
+noise_full = float((start - x0).abs().mean(1).max())  # one scale for the two "- x0" rows
+torch_full = max(float((x_fused - x_torch).abs().mean(1).max()), 1e-12)
+save_grid(torch.cat([x0, start, difference_map(start - x0, noise_full), x_fused,
+                     difference_map(x_fused - x0, noise_full),
+                     difference_map(x_fused - x_torch, torch_full)]),
+          OUT / "07_oracle_chain.png", nrow=len(x0), scale=6)
+print("saved", OUT / "07_oracle_chain.png", f"(rows: x0; x_{t0}; |x_{t0} - x0|; the fused result; "
+      f"|result - x0| on the same scale, white = {noise_full:.3f}; |fused - torch|, white = "
+      f"{torch_full:.1e})")
 
 # %% [markdown]
+# Read the picture top down: x_{t0} looks like x0 with grain; its difference map shows the noise
+# the chain has to remove; the fused result, and its difference from x0 on the *same* scale, is
+# nearly black. The last row is the difference between the fused and the torch chains, scaled up
+# until its largest value is white (the scale is printed): float32 rounding, spread thinly.
+#
 # The result lands near x0 but not on it: the course's schedule carries one extra factor in
 # alpha_bar (chapter 1), so even a perfect eps leaves the last step slightly off
 # (`tests/test_samplers.py`, `test_course_schedule_last_step_misses_x0_by_its_extra_factor`,

@@ -23,6 +23,7 @@ COMMANDS = {
     "sample": "generate sprites from a trained run (DDPM, DDIM, class control, guidance)",
     "eval": "measure samples: FID, conditional accuracy, memorisation, speed",
     "data": "preview or export a dataset",
+    "tutorials": "write the tutorial chapters as executed Jupyter notebooks",
 }
 
 # Errors that mean "the input was wrong", not "minidiff is broken": reported in one line.

@@ -1,0 +1,100 @@
+"""`python -m minidiff tutorials`: the chapters as executed Jupyter notebooks.
+
+    python -m minidiff tutorials --notebooks notebooks/              # every chapter, full size
+    python -m minidiff tutorials --notebooks notebooks/ --chapters 1,3 --small
+
+The chapters are literate `# %%` files in the repository's `tutorials/` folder. jupytext reads
+them as notebooks (a `# %% [markdown]` cell becomes a Markdown cell) and nbclient runs each one in
+a fresh IPython kernel, so DIR ends up with `01_noising.ipynb` ... with every output and picture in
+place, ready to open in Jupyter, VS Code or Colab. The chapters' helper modules (`_tutorial.py`,
+`_trained.py`, `_plot.py`) are copied beside them, so the notebooks run again from DIR; pictures
+land in DIR/out. Chapters 2, 5 and 6 reuse chapter 4's run when it is in DIR/out (run them in
+order), or train it themselves.
+
+Needs the notebook extra: `pip install -e ".[notebooks]"` (jupytext, nbclient, ipykernel).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from minidiff.cli import flags
+from minidiff.utils.errors import MinidiffError
+
+TUTORIALS = Path(__file__).resolve().parents[2] / "tutorials"  # beside the package in a clone
+HELPERS = ("_tutorial.py", "_trained.py", "_plot.py")
+KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--notebooks", required=True, metavar="DIR",
+                        help="folder to write the executed .ipynb files into (made if missing)")
+    parser.add_argument("--chapters", metavar="N,N", default=None,
+                        help="chapter numbers to convert, e.g. 1,3 (default: all of them)")
+    parser.add_argument("--small", action="store_true",
+                        help="run at the tiny sizes CI uses (as MINIDIFF_TUTORIAL_SMALL=1 does): "
+                             "seconds per chapter, numbers that say little")
+    parser.add_argument("--timeout", type=flags.integer(low=1), default=3600,
+                        help="seconds one cell may run before the chapter is stopped")
+
+
+def main(args) -> int:
+    chapters = select_chapters(args.chapters)
+    jupytext, NotebookClient, CellExecutionError = _notebook_libraries()
+    out = Path(args.notebooks)
+    out.mkdir(parents=True, exist_ok=True)
+    for helper in HELPERS:
+        shutil.copyfile(TUTORIALS / helper, out / helper)
+    os.environ["MINIDIFF_TUTORIAL_OUT"] = str((out / "out").resolve())  # the kernels inherit it
+    if args.small:  # else the environment decides, as for `python tutorials/01_noising.py`
+        os.environ["MINIDIFF_TUTORIAL_SMALL"] = "1"
+    for chapter in chapters:
+        notebook = jupytext.read(chapter)
+        notebook.metadata["kernelspec"] = KERNELSPEC
+        start = time.perf_counter()
+        client = NotebookClient(notebook, timeout=args.timeout, kernel_name=KERNELSPEC["name"],
+                                resources={"metadata": {"path": str(out)}})
+        path = out / f"{chapter.stem}.ipynb"
+        try:
+            client.execute()
+        except CellExecutionError as error:
+            last = [line for line in str(error).splitlines() if line.strip()][-1]
+            raise MinidiffError(f"{chapter.name} stopped in a cell: {last} (the notebook, with "
+                                f"the traceback in that cell, is {path})") from None
+        finally:  # a failed chapter is still written, with the error in its cell
+            jupytext.write(notebook, path, fmt="ipynb")
+        print(f"{path}: {len(notebook.cells)} cells run in {time.perf_counter() - start:.0f} s")
+    print(f"pictures in {out / 'out'}; open the notebooks with `jupyter lab {out}`")
+    return 0
+
+
+def select_chapters(numbers: str | None) -> list[Path]:
+    """The chapter files asked for ("1,3"), in order; all of them when None."""
+    if not TUTORIALS.is_dir():
+        raise MinidiffError(f"no tutorials folder at {TUTORIALS}: the chapters ship with the "
+                            "repository; run this from a clone installed with `pip install -e .`")
+    chapters = {int(p.name[:2]): p for p in sorted(TUTORIALS.glob("[0-9][0-9]_*.py"))}
+    if numbers is None:
+        return list(chapters.values())
+    wanted = []
+    for item in numbers.split(","):
+        if not item.strip().isdigit() or int(item) not in chapters:
+            raise MinidiffError(f"--chapters {numbers!r}: {item.strip()!r} is not a chapter; "
+                                f"the chapters are {', '.join(map(str, chapters))}")
+        wanted.append(chapters[int(item)])
+    return wanted
+
+
+def _notebook_libraries():
+    """jupytext, nbclient's client and error, or the one line that says how to install them."""
+    try:
+        import jupytext
+        from nbclient import NotebookClient
+        from nbclient.exceptions import CellExecutionError
+    except ImportError as error:
+        raise MinidiffError(f"the notebooks need {error.name}: pip install -e \".[notebooks]\" "
+                            "(jupytext, nbclient, ipykernel)") from None
+    return jupytext, NotebookClient, CellExecutionError
