@@ -3,7 +3,7 @@
     runs/NAME/
       config.json          the full configuration, the network's and schedule's, the data's hash
       metrics.jsonl        one JSON line per log interval: step, epoch, loss, lr, images/s, time
-      samples_<step>.png   a preview grid (DDIM, EMA weights), one row per class
+      samples_<step>.png   a preview grid (DDIM, EMA weights), one column per class
       samples.png          the latest preview
       checkpoint.pt        weights, EMA, optimizer and step: `minidiff.training.checkpoint`'s layout
       .lock                held (flock) by the one process that writes here: `RunLock`
@@ -27,7 +27,7 @@ import torch
 from minidiff.utils.atomic import remove_leftovers, write_json, write_text
 from minidiff.training.checkpoint import CHECKPOINT_NAME
 from minidiff.utils.errors import MinidiffError
-from minidiff.data.images import save_grid
+from minidiff.data.images import columns, save_grid
 from minidiff.sampling import SamplerConfig, sample_loop
 from minidiff.schedules import Schedule
 
@@ -64,7 +64,7 @@ class RunLock:
     """An exclusive flock on `out/.lock`, held while a process writes the run folder."""
 
     def __init__(self, out: Path):
-        self.path = out / LOCK_NAME
+        self.path, self.created = out / LOCK_NAME, False  # created: `claim_out` made the folder
         self.file = open(self.path, "a+")  # noqa: SIM115 (held open: the lock lives with it)
         if fcntl is None:
             return
@@ -109,6 +109,7 @@ def claim_out(out: Path, resume: bool, say=print) -> RunLock:
             lock.path.unlink(missing_ok=True)  # leave a folder we refused as we found it
         lock.release()
         raise
+    lock.created = created
     return lock
 
 
@@ -197,7 +198,8 @@ def _record(line: str) -> dict | None:
 
 def preview(model, schedule: Schedule, *, n_classes: int, shape, seed: int, per_class: int = 8,
             n_steps: int = 25) -> torch.Tensor:
-    """A preview batch: `per_class` images per class (one row each; 4 rows unconditional).
+    """A preview batch: `per_class` images per class, image i of class i mod k, so that
+    `save_preview` gives each class a column (`minidiff.data.images.columns`); 32 unconditional.
 
     DDIM with `sampling.sample_loop` (the course's spacing: 500, 480, ..., 20, 0 for T = 500) at
     eta = 1, not the course's eta = 0: fresh noise at each jump corrects a young network's errors
@@ -208,15 +210,18 @@ def preview(model, schedule: Schedule, *, n_classes: int, shape, seed: int, per_
     rows = n_classes or 4
     device = next(model.parameters()).device
     c = None
-    if n_classes:  # row k: one-hot class k
-        c = torch.eye(n_classes, device=device).repeat_interleave(per_class, dim=0)
+    if n_classes:  # image i: one-hot class i mod k, cycled as `Pipeline.contexts` does
+        c = torch.eye(n_classes, device=device).repeat(per_class, 1)
     config = SamplerConfig(sampler="ddim", steps=min(n_steps, schedule.T), eta=1.0)
     x, _, _ = sample_loop(model, schedule, (rows * per_class, *shape), c, config, seed=seed)
     return x
 
 
-def save_preview(out: Path, step: int, images: torch.Tensor, per_class: int = 8) -> Path:
+def save_preview(out: Path, step: int, images: torch.Tensor, per_class: int = 8,
+                 n_classes: int | None = None) -> Path:
+    """The preview grid, one column per class (None: len(images) // per_class of them)."""
+    width = columns(len(images), len(images) // per_class if n_classes is None else n_classes)
     path = out / f"samples_{step:06d}.png"
-    save_grid(images, path, nrow=per_class)
-    save_grid(images, out / "samples.png", nrow=per_class)
+    save_grid(images, path, nrow=width)
+    save_grid(images, out / "samples.png", nrow=width)
     return path

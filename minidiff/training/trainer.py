@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import errno
 import math
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -96,8 +97,14 @@ class Trainer:
             try:
                 with _writing(self.out, "the run folder"):
                     self.lock = claim_out(self.out, config.resume, say=self.say)
-                    write_config(self.out, self.run_config())
-                    self.metrics = MetricsLog(self.out, self.step if saved else None, say=self.say)
+                    try:
+                        write_config(self.out, self.run_config())
+                        self.metrics = MetricsLog(self.out, self.step if saved else None,
+                                                  say=self.say)
+                    except BaseException:
+                        if self.lock.created:  # leave no empty run folder behind
+                            shutil.rmtree(self.out, ignore_errors=True)
+                        raise
             except MinidiffError as e:
                 error = str(e)
         if error := distributed.broadcast_object(self.env, error):
@@ -419,7 +426,8 @@ class Trainer:
                          shape=tuple(self.dataset.images.shape[1:]), seed=self.config.seed)
         self.model.train()
         with _writing(self.out, "the preview", self._kept()):
-            return save_preview(self.out, self.step, images)
+            return save_preview(self.out, self.step, images,
+                                n_classes=self.unet_config.n_cfeat)
 
 
 class _Window:

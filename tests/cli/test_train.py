@@ -2,13 +2,22 @@
 fix, and nothing written or lost; its help shows every default."""
 
 import argparse
+import errno
+import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from minidiff import cli
 from minidiff.cli import flags
 from minidiff.cli.train import config_from_args
+from minidiff.training import TrainConfig
+from minidiff.training import trainer as trainer_module
+from minidiff.training.checkpoint import load_checkpoint
+from minidiff.training.runs import MetricsLog
+from minidiff.training.trainer import divergence_cause
 
 TINY = ["--n-images", "32", "--n-feat", "8", "--batch-size", "8", "--sample-every", "0",
         "--no-progress", "--device", "cpu", "--threads", "1"]
@@ -112,3 +121,116 @@ def _subparser(name: str):
     parser = cli.build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     return commands.choices[name]
+
+
+# %% issue 13: divergence, full disks, bounds, resumed lengths; issue 16: a finished run
+
+def test_divergence_stops_naming_the_cause_and_keeps_only_finite_checkpoints(tmp_path, capsys):
+    """Case 2: AdamW at lr 0.99 with weight decay 1e6 multiplies the weights by -1e6 a step. The run
+    stops with a line naming --weight-decay, and the checkpoint left behind is finite (step 1's;
+    by step 5 the weights are inf, and that checkpoint is never written)."""
+    out = tmp_path / "run"
+    code, err = run_cli([*TINY, "--lr", "0.99", "--grad-clip", "0", "--warmup-steps", "0",
+                         "--lr-schedule", "constant", "--weight-decay", "1000000", "--steps",
+                         "100", "--checkpoint-every", "1", "--log-every", "25", "--out",
+                         str(out)], capsys)
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "training diverged, likely from --weight-decay 1e+06" in err
+    assert "--grad-clip 0" in err and "is kept" in err
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert f"step {state['step']}, finite" in err
+
+
+def test_nan_labels_are_blamed_not_the_learning_rate():
+    """Case 2: with NaN in the labels the cause named is the data, whatever the flags."""
+    dataset = SimpleNamespace(images=torch.zeros(4, 3, 4, 4),
+                              contexts=torch.tensor([[1.0, 0], [float("nan"), 0]] * 2))
+    trainer = SimpleNamespace(dataset=dataset, config=TrainConfig(lr=0.5))
+    assert divergence_cause(trainer) == "because the labels hold NaN or inf values: fix --labels"
+    dataset.images[0, 0, 0, 0] = float("inf")
+    assert "training images hold NaN or inf" in divergence_cause(trainer)
+    dataset.images.zero_()
+    dataset.contexts.nan_to_num_(0.0)
+    assert divergence_cause(trainer) == "likely from --lr 0.5: lower it (the default is 0.004)"
+
+
+@pytest.mark.parametrize("errno_, says", [(errno.ENOSPC, "No space left on device): free some "
+                                           "space, or pass another --out"),
+                                          (errno.EROFS, "Read-only file system): check its "
+                                           "permissions")])
+def test_a_full_disk_or_read_only_folder_is_one_line(tmp_path, monkeypatch, capsys, errno_, says):
+    """Case 8: the write of a checkpoint, a metrics line or the config fails: one line, exit 2."""
+    out = tmp_path / "run"
+
+    def fail(*args, **kwargs):
+        raise OSError(errno_, os.strerror(errno_))
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", fail)
+    code, err = run_cli([*TINY, "--steps", "2", "--out", str(out)], capsys)
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert f"cannot write checkpoint.pt in {out} ({says}" in err
+    monkeypatch.undo()
+    monkeypatch.setattr(MetricsLog, "write", fail)
+    code, err = run_cli([*TINY, "--steps", "2", "--out", str(tmp_path / "b")], capsys)
+    assert code == 2 and "cannot write metrics.jsonl" in err and says in err
+    monkeypatch.undo()
+    monkeypatch.setattr(trainer_module, "write_config", fail)
+    code, err = run_cli([*TINY, "--steps", "2", "--out", str(tmp_path / "c")], capsys)
+    assert code == 2 and "cannot write the run folder" in err and says in err
+    assert not (tmp_path / "c").exists()  # no empty run folder left behind
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--seed", "1e23"], "--seed: 1e23 is too large: it must be <= 4,294,967,295"),
+    (["--threads", "100000"], "--threads: 100000 is too large: it must be <="),
+    (["--image-size", "100000"], "--image-size: 100000 is too large: it must be <= 128"),
+    (["--timesteps", "2000000000"], "--timesteps: 2000000000 is too large: it must be <= 10,000"),
+    (["--n-images", "1000000000"], "--n-images: 1000000000 is too large: it must be <= 1,000,000"),
+])
+def test_size_like_flags_are_bounded_and_nothing_is_written(tmp_path, argv, says, capsys):
+    """Cases 7 and 9: out-of-range sizes (and the seed) are one line before any folder exists."""
+    out = tmp_path / "run"
+    code, err = run_cli([*argv, "--out", str(out)], capsys)
+    assert code == 2 and says in err and len(err.splitlines()) == 1, err
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A 4-step run trained to its end (torch's default thread count)."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    flags_ = [a for a in TINY if a not in ("--threads", "1")]
+    assert cli.main(["train", *flags_, "--steps", "4", "--log-every", "2", "--out", str(out)]) == 0
+    return out
+
+
+def test_resume_with_fewer_steps_than_done_is_refused_and_changes_nothing(finished_run, capsys):
+    """Case 9: `--resume --steps 2` on a 4-step run: refused, config.json untouched."""
+    before = (finished_run / "config.json").read_bytes()
+    code, err = run_cli(["--resume", "--out", str(finished_run), "--steps", "2"], capsys)
+    assert code == 2 and "--steps 2: the run in" in err and "already at step 4" in err
+    assert "pass --steps above 4" in err
+    assert (finished_run / "config.json").read_bytes() == before
+
+
+def test_resuming_a_finished_run_says_so_and_how_to_extend_it(finished_run, capsys):
+    """Issue 16 item 3: exit 0, no "loss nan", nothing rewritten."""
+    before = {p.name: p.stat().st_mtime_ns for p in finished_run.iterdir()}
+    code = cli.main(["train", "--resume", "--out", str(finished_run)])
+    captured = capsys.readouterr()
+    assert code == 0 and "nan" not in captured.out + captured.err
+    assert f"{finished_run} is finished: it trained all 4 steps" in captured.out
+    assert f"--resume --out {finished_run} --steps 8" in captured.out
+    assert {p.name: p.stat().st_mtime_ns for p in finished_run.iterdir()} == before
+
+
+def test_resuming_with_another_thread_count_is_allowed_with_a_note(finished_run, capsys):
+    """Case 9: --threads is a session flag; the note says the result is not bit-for-bit."""
+    code = cli.main(["train", "--resume", "--out", str(finished_run), "--steps", "6",
+                     "--threads", "1"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "note: --threads 1 differs from the default this run trained with" in printed
+    assert "not be bit-for-bit" in printed
+    assert load_checkpoint(finished_run / "checkpoint.pt")["step"] == 6

@@ -18,8 +18,12 @@ import pytest
 import torch
 
 from minidiff.training import TrainConfig, Trainer, train, with_preset
+from minidiff.training import trainer as trainer_module
 from minidiff.training.checkpoint import load_checkpoint, load_trained
 from minidiff.training.config import PRESETS
+from minidiff.training.progress import Progress
+from minidiff.training.trainer import all_finite
+from minidiff.utils.errors import MinidiffError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -166,3 +170,43 @@ def test_course_preset_is_the_courses_recipe(tmp_path):
     assert trainer.total == 2 and not trainer.autocast and trainer.model.arch == "course"
     assert sum(p.numel() for p in trainer.model.parameters()) == 1_481_027
     assert PRESETS["course"]["preset"] == "course"
+
+
+def test_a_checkpoint_with_a_non_finite_tensor_is_never_written(tmp_path):
+    """Issue 13 case 2: the save refuses NaN weights, names the divergence, keeps the old file."""
+    out = tmp_path / "run"
+    trainer = train(tiny(out, steps=4))
+    before = (out / "checkpoint.pt").read_bytes()
+    with torch.no_grad():
+        next(trainer.model.parameters()).view(-1)[0] = float("nan")
+    with pytest.raises(MinidiffError, match="the weights are not finite at step 4: training "
+                       "diverged.*the last checkpoint \\(step 4, finite\\) is kept"):
+        trainer.save()
+    assert (out / "checkpoint.pt").read_bytes() == before
+    assert all_finite({"a": [torch.ones(2)], "b": torch.arange(3)})
+    assert not all_finite({"a": [torch.tensor([1.0, float("inf")])]})
+
+
+def test_the_progress_bar_shows_the_runs_average_rate(tmp_path, monkeypatch):
+    """Issue 16 item 2: one slow stretch (a preview, a busy core) counts in the rate shown."""
+    shown = []
+
+    class Recorder(Progress):
+        def update(self, step, loss=None, rate=None, total=None):
+            if rate is not None:
+                shown.append((step, rate))
+
+    monkeypatch.setattr(trainer_module, "Progress", Recorder)
+    start = time.perf_counter()
+    train(tiny(tmp_path / "run", steps=4, log_every=2),
+          on_step=lambda step: time.sleep(0.5) if step == 1 else None)
+    elapsed = time.perf_counter() - start
+    step, rate = shown[-1]
+    assert step == 4 and 4 / elapsed <= rate <= 4 / 0.5  # the average, the sleep included
+
+
+def test_the_bar_counts_down_from_the_average_rate():
+    bar = Progress(True, total=100, start=0)
+    bar.update(50, loss=0.25, rate=2.5)
+    fields = bar.bar.tasks[0].fields
+    assert (fields["rate"], fields["eta"], fields["loss"]) == ("2.50 steps/s", "0:00:20", "0.2500")
