@@ -43,9 +43,9 @@ def fused_updates(schedule):
     from minidiff import kernels
 
     return {
-        "ddpm_step": lambda x_t, eps, t: kernels.ddpm_step(x_t, eps, t, schedule, seed=0, step=1),
+        "ddpm_step": lambda x_t, eps, t: kernels.ddpm_step(x_t, eps, t, schedule, seed=0, k=1),
         "ddim_step": lambda x_t, eps, t: kernels.ddim_step(x_t, eps, t, t - 20, schedule),
-        "q_sample": lambda x_t, eps, t: kernels.q_sample(x_t, t, schedule, seed=0),
+        "q_sample": lambda x_t, eps, t: kernels.q_sample(x_t, t, None, schedule, seed=0),
     }
 
 

@@ -5,9 +5,9 @@ with Triton) assembles the cubin. From these we read the cost on paper: global l
 per element and whether they are 16-byte vectors, bytes moved per element against the minimum
 the update needs, and registers and spills from ptxas's own log.
 
-Pointer arguments (and the per-sample length) get the `tt.divisibility` 16 attribute that the JIT
-infers for aligned tensors; without it nothing vectorises. Run `python -m minidiff.kernels.compile`
-for the table. Kernels must be defined as real JIT functions, not for the interpreter, so
+Pointer arguments (and `n_per_sample`, the per-sample length) get the `tt.divisibility` 16
+attribute that the JIT infers for aligned tensors; without it nothing vectorises. Run
+`python -m minidiff.kernels.compile` for the table. Kernels must be defined as real JIT functions, not for the interpreter, so
 `compile_all` runs itself in a subprocess with TRITON_INTERPRET=0 when needed.
 """
 
@@ -36,7 +36,7 @@ class Variant:
 
     kernel: str  # "ddpm_step", "ddim_step" or "q_sample"
     dtype: str = "float32"  # storage dtype of every (B, N) tensor
-    noise: str = "philox"  # NOISE constexpr (q_sample always draws in-kernel)
+    noise: str = "philox"  # NOISE constexpr: "philox" (drawn in-kernel), "tensor" or "none"
     clip_x0: bool = False  # DDIM's CLIP_X0
 
     @property
@@ -113,21 +113,21 @@ def _kernel_and_signature(variant: Variant):
     data, i64, f64 = f"*{_TY[variant.dtype]}", "i64", "*fp64"
     if variant.kernel == "ddpm_step":
         fn = samplers._ddpm_step_kernel
-        sig = {"x_t_ptr": data, "eps_ptr": data, "t_ptr": "*i64", "alpha_ptr": f64,
+        sig = {"x_t_ptr": data, "eps_theta_ptr": data, "t_ptr": "*i64", "alpha_ptr": f64,
                "beta_ptr": f64, "alpha_bar_ptr": f64, "sigma2_ptr": f64, "z_ptr": data,
-               "philox_seed": i64, "out_ptr": data, "per_sample": "i32"}  # fmt: skip
+               "philox_seed": i64, "out_ptr": data, "n_per_sample": "i32"}  # fmt: skip
         constexprs = {"NOISE": variant.noise, "BLOCK": BLOCK}
     elif variant.kernel == "ddim_step":
         fn = samplers._ddim_step_kernel
-        sig = {"x_t_ptr": data, "eps_ptr": data, "t_ptr": "*i64", "s_ptr": "*i64",
+        sig = {"x_t_ptr": data, "eps_theta_ptr": data, "t_ptr": "*i64", "s_ptr": "*i64",
                "alpha_bar_ptr": f64, "eta": "fp32", "z_ptr": data, "philox_seed": i64,
-               "out_ptr": data, "per_sample": "i32"}  # fmt: skip
+               "out_ptr": data, "n_per_sample": "i32"}  # fmt: skip
         constexprs = {"CLIP_X0": variant.clip_x0, "NOISE": variant.noise, "BLOCK": BLOCK}
     else:
         fn = noising._q_sample_kernel
         sig = {"x0_ptr": data, "t_ptr": "*i64", "alpha_bar_ptr": f64, "philox_seed": i64,
-               "x_t_ptr": data, "eps_ptr": data, "per_sample": "i32"}  # fmt: skip
-        constexprs = {"BLOCK": BLOCK}
+               "x_t_ptr": data, "eps_ptr": data, "n_per_sample": "i32"}  # fmt: skip
+        constexprs = {"NOISE": variant.noise, "BLOCK": BLOCK}
     sig.update(dict.fromkeys(constexprs, "constexpr"))
     return fn, sig, constexprs
 
@@ -142,7 +142,7 @@ def compile_variant(variant: Variant, capability: int) -> Build:
     if not isinstance(fn, triton.runtime.JITFunction):
         raise TypeError("kernels were defined for the interpreter; use compile_all()")
     index = {name: (fn.arg_names.index(name),) for name in signature}  # keys (i,): triton >= 3.6
-    aligned = [n for n, ty in signature.items() if ty.startswith("*") or n == "per_sample"]
+    aligned = [n for n, ty in signature.items() if ty.startswith("*") or n == "n_per_sample"]
     attrs = {index[n]: [["tt.divisibility", 16]] for n in aligned}
     source = ASTSource(fn, signature, {index[k]: v for k, v in constexprs.items()}, attrs)
     log = io.StringIO()

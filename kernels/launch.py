@@ -1,7 +1,8 @@
 """Host-side plumbing shared by the kernel wrappers: argument checks, noise choice, launch geometry.
 
-Every kernel here works on a batch viewed as (B, N): B samples of N = numel / B elements each, in
-C order. One program updates one BLOCK-sized chunk of one sample, so each sample's coefficients
+Notation: the glossary in `minidiff.reference` (reference/__init__.py). Every kernel here works on
+a batch viewed as (B, N): B samples of N = `n_per_sample` = numel / B elements each, in C order.
+One program updates one BLOCK-sized chunk of one sample, so each sample's coefficients
 (gathered from the schedule by its own t) are scalars of the program, and the element index
 b * N + i is both the memory offset and the Philox counter of the noise convention.
 """
@@ -12,8 +13,10 @@ import torch
 import triton
 import triton.language as tl
 
+from minidiff import schedules
 from minidiff.philox import philox_seed
-from minidiff.schedules import Schedule, check_timesteps
+from minidiff.samplers import check_z
+from minidiff.schedules import Schedule
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_BLOCK = 2048  # elements per program; 8 per thread, as two 16-byte loads of float32
@@ -57,13 +60,14 @@ def output(out: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def timesteps(t, T: int, x: torch.Tensor, name: str = "t", low: int = 1) -> torch.Tensor:
-    """t as an int64 (B,) tensor on x's device, range-checked unless checking would sync a GPU."""
+def check_t(t, T: int, x: torch.Tensor, name: str = "t", low: int = 1) -> torch.Tensor:
+    """`minidiff.schedules.check_t`, except that a CUDA tensor is not range-checked: reading it
+    would wait for the GPU. Returns t as a contiguous int64 (B,) tensor on x's device."""
     if isinstance(t, torch.Tensor) and t.device.type == "cuda":
         if t.dtype not in (torch.int32, torch.int64) or t.shape != (x.shape[0],):
             raise ValueError(f"{name} must be an int tensor of shape ({x.shape[0]},)")
         return t.to(torch.int64).contiguous()  # range check skipped: it would wait for the GPU
-    return check_timesteps(t, T, x, name=name, low=low).contiguous()
+    return schedules.check_t(t, T, x, name=name, low=low).contiguous()
 
 
 def on_device(schedule: Schedule, x: torch.Tensor) -> Schedule:
@@ -73,37 +77,45 @@ def on_device(schedule: Schedule, x: torch.Tensor) -> Schedule:
     return schedule if schedule.device == x.device else schedule.to(x.device)
 
 
-def noise(seed: int | None, step: int | None, z: torch.Tensor | None, x: torch.Tensor):
+def noise(seed: int | None, k: int | None, z: torch.Tensor | None, x: torch.Tensor,
+          sigma=None, caller: str = "", name: str = "z"):
     """(NOISE mode, z argument, Philox seed) for a kernel that adds sigma * z.
 
-    Exactly one of `seed` (with `step`, the k of the convention in `minidiff.reference.philox`)
-    or `z` must be given.
+    `z` (a tensor) or `seed` with `k` (draw z in-kernel: the k of philox_seed(seed, k), the
+    convention of `minidiff.reference.philox`), not both. Neither means no fresh noise ("none"),
+    allowed under `check_z`'s rule: `sigma()` gives each sample's sigma, read only then. Without
+    `sigma` the noise is required.
     """
-    if (seed is None) == (z is None):
-        raise ValueError("give either seed= (with step=) for in-kernel noise or z=, not both")
+    if seed is not None and z is not None:
+        raise ValueError(f"give either seed= (with k=) for in-kernel noise or {name}=, not both")
     if z is not None:
-        return "tensor", contiguous_input("z", z, x), 0
-    if step is None:
-        raise ValueError("seed= needs step=: the k in philox_seed(seed, k) of this update")
-    return "philox", x, philox_seed(seed, step)  # z_ptr unused: x stands in
+        return "tensor", contiguous_input(name, z, x), 0
+    if seed is not None:
+        if k is None:
+            raise ValueError("seed= needs k=: the k in philox_seed(seed, k) of this update")
+        return "philox", x, philox_seed(seed, k)  # z_ptr unused: x stands in
+    if sigma is None:
+        raise ValueError(f"give either seed= (with k=) for in-kernel noise or {name}=")
+    check_z(None, sigma(), caller)
+    return "none", x, 0
 
 
 @triton.jit
-def sample_chunk(per_sample, BLOCK: tl.constexpr):
+def sample_chunk(n_per_sample, BLOCK: tl.constexpr):
     """Inside a kernel: this program's sample b, its element offsets b * N + i, and their mask.
 
     The device side of `launch_geometry`: program p updates chunk p % chunks of sample p // chunks.
     """
     pid = tl.program_id(0)
-    chunks = tl.cdiv(per_sample, BLOCK)
+    chunks = tl.cdiv(n_per_sample, BLOCK)
     b = pid // chunks  # this program's sample
     i = (pid % chunks) * BLOCK + tl.arange(0, BLOCK)
-    offsets = b * per_sample + i  # element index: memory offset and Philox counter
-    return b, offsets, i < per_sample
+    offsets = b * n_per_sample + i  # element index: memory offset and Philox counter
+    return b, offsets, i < n_per_sample
 
 
-def launch_geometry(batch: int, per_sample: int) -> tuple[tuple[int], int, int]:
+def launch_geometry(batch: int, n_per_sample: int) -> tuple[tuple[int], int, int]:
     """(grid, BLOCK, num_warps): one program per BLOCK chunk of each sample."""
-    block = min(MAX_BLOCK, triton.next_power_of_2(max(per_sample, 16)))
+    block = min(MAX_BLOCK, triton.next_power_of_2(max(n_per_sample, 16)))
     num_warps = max(1, min(8, block // 256))  # 8 elements per thread
-    return (batch * triton.cdiv(per_sample, block),), block, num_warps
+    return (batch * triton.cdiv(n_per_sample, block),), block, num_warps

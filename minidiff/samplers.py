@@ -1,9 +1,10 @@
 """Reverse steps in torch: `minidiff.reference.samplers`, batched, any device.
 
-Notation as in the reference: `x_t`, `eps` (the model's eps_theta), `z` fresh noise, `t` and `s`
-per-sample integer timesteps, `sigma` the added noise's standard deviation, `c` the context
-(one-hot class or any real vector; zeros are the "null" context). Arithmetic runs in float32 or
-wider (see `schedules.compute_dtype`) and results come back in that dtype.
+Notation: the glossary in `minidiff.reference` (reference/__init__.py): `x_t`, `eps_theta` (the
+model's noise prediction), `x0_theta` (its predicted x0), `z` fresh noise (None: no noise, under
+`check_z`'s rule), `t` and `s` per-sample integer timesteps, `sigma` the added noise's standard
+deviation. Arithmetic runs in float32 or wider (see `schedules.compute_dtype`) and results come
+back in that dtype.
 
 The loops that call these steps, and guidance, live in `minidiff/sampling.py`.
 
@@ -14,10 +15,14 @@ from __future__ import annotations
 
 import torch
 
+from minidiff.reference import samplers as reference
 from minidiff.reference.samplers import SPACINGS, VARIANCES, ddim_timesteps
-from minidiff.schedules import Schedule, check_timesteps, compute_dtype, extract
+from minidiff.schedules import Schedule, check_same_shape, check_t, compute_dtype, extract
 
-__all__ = ["SPACINGS", "VARIANCES", "ddim_step", "ddim_timesteps", "ddpm_coefficients", "ddpm_step"]
+__all__ = [
+    "SPACINGS", "VARIANCES", "check_z", "ddim_sigma", "ddim_step", "ddim_timesteps",
+    "ddpm_coefficients", "ddpm_step", "predict_x0",
+]
 
 
 def ddpm_coefficients(t: torch.Tensor, schedule: Schedule, variance: str = "beta"):
@@ -35,50 +40,63 @@ def ddpm_coefficients(t: torch.Tensor, schedule: Schedule, variance: str = "beta
     return s1, s2, s3
 
 
-def ddpm_step(x_t, eps, t, schedule: Schedule, z, variance: str = "beta") -> torch.Tensor:
-    """x_{t-1} = s1 * (x_t - s2 * eps) + s3 * z (DDPM Algorithm 2, line 4; the course's
-    `denoise_add_noise`). `z` may be None when no step in the batch adds noise."""
-    _check_same_shape(x_t=x_t, eps=eps, z=z)
-    t = check_timesteps(t, schedule.T, x_t)
-    dtype = compute_dtype(x_t)
-    s1, s2, s3 = (c.to(dtype).reshape((-1,) + (1,) * (x_t.ndim - 1))
-                  for c in ddpm_coefficients(t, schedule, variance))
-    x = s1 * (x_t.to(dtype) - s2 * eps.to(dtype))
+def check_z(z, sigma: torch.Tensor, caller: str) -> None:
+    """The reference's `check_z` rule: z=None (no fresh noise) only where sigma = 0 for every
+    sample. sigma is read on the host only when z is None."""
     if z is None:
-        if variance != "none" and bool((t > 1).any()):
-            raise ValueError(f"ddpm_step with variance={variance!r} at t > 1 needs fresh noise z")
-        return x
-    return x + s3 * z.to(dtype)
+        reference.check_z(None, sigma.detach().cpu().numpy(), caller)
 
 
-def ddim_step(x_t, eps, t, s, schedule: Schedule, eta=0.0, z=None, clip_x0=False) -> torch.Tensor:
+def ddpm_step(x_t, eps_theta, t, schedule: Schedule, z=None, variance="beta") -> torch.Tensor:
+    """x_{t-1} = s1 * (x_t - s2 * eps_theta) + s3 * z (DDPM Algorithm 2, line 4; the course's
+    `denoise_add_noise`). `z` may be None where s3 = 0 for every sample (`check_z`)."""
+    check_same_shape(x_t=x_t, eps_theta=eps_theta, z=z)
+    t = check_t(t, schedule.T, x_t)
+    dtype = compute_dtype(x_t)
+    s1, s2, s3 = (c.reshape((-1,) + (1,) * (x_t.ndim - 1))
+                  for c in ddpm_coefficients(t, schedule, variance))
+    check_z(z, s3, "ddpm_step")
+    x_prev = s1.to(dtype) * (x_t.to(dtype) - s2.to(dtype) * eps_theta.to(dtype))  # DDPM eq. (11)
+    return x_prev if z is None else x_prev + s3.to(dtype) * z.to(dtype)
+
+
+def predict_x0(x_t, eps_theta, alpha_bar_t) -> torch.Tensor:
+    """x0_theta = (x_t - sqrt(1 - alpha_bar_t) * eps_theta) / sqrt(alpha_bar_t) (DDIM eq. 12).
+
+    `alpha_bar_t` is a tensor that broadcasts against x_t (float64 from `extract`): the two
+    coefficients are made in its precision and cast once to the compute dtype."""
+    dtype = compute_dtype(x_t)
+    sqrt_one_minus = (1 - alpha_bar_t).sqrt().to(dtype)
+    return (x_t.to(dtype) - sqrt_one_minus * eps_theta.to(dtype)) / alpha_bar_t.sqrt().to(dtype)
+
+
+def ddim_sigma(t, s, schedule: Schedule, eta=0.0) -> torch.Tensor:
+    """sigma of a DDIM step from t to s for each sample (float64): DDIM eq. (16) times eta."""
+    alpha_bar_t, alpha_bar_s = schedule.alpha_bar[t], schedule.alpha_bar[s]
+    return eta * ((1 - alpha_bar_s) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_s)).sqrt()
+
+
+def ddim_step(
+    x_t, eps_theta, t, s, schedule: Schedule, eta=0.0, z=None, clip_x0=False
+) -> torch.Tensor:
     """Jump from t to an earlier s (DDIM eq. 12, sigma from eq. 16); see the reference's
     `ddim_step` for the three lines of math, which this mirrors term by term."""
-    _check_same_shape(x_t=x_t, eps=eps, z=z)
+    check_same_shape(x_t=x_t, eps_theta=eps_theta, z=z)
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta={eta!r} is outside the valid range [0, 1]")
-    t = check_timesteps(t, schedule.T, x_t)
-    s = check_timesteps(s, schedule.T, x_t, name="s", low=0)
+    t = check_t(t, schedule.T, x_t)
+    s = check_t(s, schedule.T, x_t, name="s", low=0)
     if bool((s >= t).any()):
         raise ValueError(f"s={int(s[s >= t][0])} must be earlier than t (s < t) for every sample")
-    if eta > 0 and z is None:
-        raise ValueError("ddim_step with eta > 0 needs fresh noise z of x_t's shape")
+    # float64: coefficients first, cast once
+    sigma = ddim_sigma(t, s, schedule, eta).reshape((-1,) + (1,) * (x_t.ndim - 1))
+    check_z(z, sigma, "ddim_step")
     dtype = compute_dtype(x_t)
-    alpha_bar_t = extract(schedule.alpha_bar, t, x_t)  # float64: coefficients first, cast once
+    alpha_bar_t = extract(schedule.alpha_bar, t, x_t)
     alpha_bar_s = extract(schedule.alpha_bar, s, x_t)
-    sigma = eta * ((1 - alpha_bar_s) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_s)).sqrt()
     direction = (1 - alpha_bar_s - sigma**2).clamp_min(0).sqrt()  # eq. (12) "direction to x_t"
-    x_t, eps = x_t.to(dtype), eps.to(dtype)
-    # eq. (12): the "predicted x0"
-    x0_pred = (x_t - (1 - alpha_bar_t).sqrt().to(dtype) * eps) / alpha_bar_t.sqrt().to(dtype)
+    x0_theta = predict_x0(x_t, eps_theta, alpha_bar_t)  # eq. (12): the "predicted x0"
     if clip_x0:
-        x0_pred = x0_pred.clamp(-1, 1)
-    x_s = alpha_bar_s.sqrt().to(dtype) * x0_pred + direction.to(dtype) * eps
+        x0_theta = x0_theta.clamp(-1, 1)
+    x_s = alpha_bar_s.sqrt().to(dtype) * x0_theta + direction.to(dtype) * eps_theta.to(dtype)
     return x_s if z is None else x_s + sigma.to(dtype) * z.to(dtype)
-
-
-def _check_same_shape(**tensors) -> None:
-    (first_name, first), *rest = tensors.items()
-    for name, a in rest:
-        if a is not None and a.shape != first.shape:
-            raise ValueError(f"{name} has shape {tuple(a.shape)} but {first_name} has {tuple(first.shape)}")

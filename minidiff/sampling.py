@@ -107,12 +107,12 @@ def sample_loop(model, schedule: Schedule, shape, c=None, config: SamplerConfig 
     frames, frame_timesteps = [], []
     for k in range(1, len(visited)):
         t, s = visited[k - 1], visited[k]
-        eps = guided_eps(model, x, t_over_T[k - 1].expand(batch), c, config.guidance)
+        eps_theta = guided_eps(model, x, t_over_T[k - 1].expand(batch), c, config.guidance)
         if config.fused:
-            x = update(x, eps.float(), t_device[k - 1].expand(batch), t_device[k].expand(batch),
-                       schedule, seed, k)
+            x = update(x, eps_theta.float(), t_device[k - 1].expand(batch),
+                       t_device[k].expand(batch), schedule, seed, k)
         else:
-            x = update(x, eps.float(), t, s, schedule, seed, k)
+            x = update(x, eps_theta.float(), t, s, schedule, seed, k)
         if keep_frames and config.keeps_frame(t, k, T, len(visited) - 1):
             frames.append(x)  # each update returns a new tensor: no copy needed
             frame_timesteps.append(s)
@@ -123,13 +123,13 @@ def _torch_update(config: SamplerConfig):
     """x_t -> x_s with the torch steps above, noise from `minidiff.philox` for step k."""
     variance = "none" if config.sampler == "ddpm-no-noise" else "beta"
 
-    def ddpm(x, eps, t, s, schedule, seed, k):
+    def ddpm(x, eps_theta, t, s, schedule, seed, k):
         z = randn_like_step(x, seed, k) if variance != "none" and t > 1 else None
-        return ddpm_step(x, eps, t, schedule, z, variance)
+        return ddpm_step(x, eps_theta, t, schedule, z, variance)
 
-    def ddim(x, eps, t, s, schedule, seed, k):
+    def ddim(x, eps_theta, t, s, schedule, seed, k):
         z = randn_like_step(x, seed, k) if config.eta > 0 else None
-        return ddim_step(x, eps, t, s, schedule, config.eta, z, config.clip_x0)
+        return ddim_step(x, eps_theta, t, s, schedule, config.eta, z, config.clip_x0)
 
     return ddim if config.sampler == "ddim" else ddpm
 
@@ -139,14 +139,14 @@ def _fused_update(config: SamplerConfig):
     kernels = load_kernels()
     variance = "none" if config.sampler == "ddpm-no-noise" else "beta"
 
-    def ddpm(x, eps, t, s, schedule, seed, k):
+    def ddpm(x, eps_theta, t, s, schedule, seed, k):
         noise_seed = None if variance == "none" else seed
-        return kernels.ddpm_step(x, eps, t, schedule, seed=noise_seed, step=k, variance=variance)
+        return kernels.ddpm_step(x, eps_theta, t, schedule, variance=variance, seed=noise_seed, k=k)
 
-    def ddim(x, eps, t, s, schedule, seed, k):
+    def ddim(x, eps_theta, t, s, schedule, seed, k):
         noise_seed = seed if config.eta > 0 else None
-        return kernels.ddim_step(x, eps, t, s, schedule, eta=config.eta, clip_x0=config.clip_x0,
-                                 seed=noise_seed, step=k)
+        return kernels.ddim_step(x, eps_theta, t, s, schedule, eta=config.eta,
+                                 clip_x0=config.clip_x0, seed=noise_seed, k=k)
 
     return ddim if config.sampler == "ddim" else ddpm
 

@@ -1,8 +1,9 @@
 """Noise schedules in torch: the reference's tables, moved to a device.
 
 The tables are computed once by `minidiff.reference.schedules` (float64, NumPy) and copied into
-float64 tensors here, so the torch side cannot drift from the specification. Notation as there:
-`beta`, `alpha`, `alpha_bar`, `alpha_bar_prev`, `beta_tilde`, each of length T + 1 indexed by t.
+float64 tensors here, so the torch side cannot drift from the specification. Notation: the
+glossary in `minidiff.reference` (reference/__init__.py). The rules (`check_t`, and
+`check_same_shape`, re-exported) are the reference's own.
 
 Tutorial: tutorials/01_noising.py.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from minidiff.reference import schedules as reference
+from minidiff.reference.schedules import check_same_shape  # noqa: F401 (re-exported)
 
 TABLES = ("beta", "alpha", "alpha_bar", "alpha_bar_prev", "beta_tilde")
 KINDS = reference.KINDS
@@ -68,23 +70,19 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
-def check_timesteps(t, T: int, x: torch.Tensor, name: str = "t", low: int = 1) -> torch.Tensor:
-    """Return t as an int64 tensor of shape (B,) on x's device, checked to lie in [low, T].
+def check_t(
+    t, T: int, x: torch.Tensor | None = None, name: str = "t", low: int = 1
+) -> torch.Tensor:
+    """`minidiff.reference.schedules.check_t` on an int or a tensor: t as int64 (B,) on x's device.
 
-    An int means the same timestep for every sample. (Checking a CUDA tensor waits for the GPU.)
+    The rule and its messages are the reference's; t is read on the host for it (so checking a
+    CUDA tensor waits for the GPU).
     """
-    if isinstance(t, int):
-        t = torch.full((x.shape[0],), t, dtype=torch.int64)
-    t = torch.as_tensor(t)
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        raise ValueError(f"{name} must hold integers, got dtype {t.dtype}")
-    if t.ndim != 1 or t.shape[0] != x.shape[0]:
-        raise ValueError(f"{name} must have shape ({x.shape[0]},) to match x, got {tuple(t.shape)}")
-    if t.numel():
-        lo, hi = int(t.min()), int(t.max())
-        if lo < low or hi > T:
-            raise ValueError(f"{name}={lo if lo < low else hi} is outside the valid range [{low}, {T}]")
-    return t.to(x.device, torch.int64)
+    if isinstance(t, torch.Tensor):
+        t = t.detach().cpu()
+        t = t.numpy() if t.dtype != torch.bfloat16 else t.float().numpy()
+    t = torch.from_numpy(reference.check_t(t, T, x, name, low))
+    return t if x is None else t.to(x.device)
 
 
 def extract(table: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

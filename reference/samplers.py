@@ -1,16 +1,17 @@
 """One reverse step of DDPM and of DDIM, and DDIM's timestep sequences.
 
-Notation as in `schedules.py`, plus: `eps` is the model's noise prediction eps_theta(x_t, t),
-`z` ~ N(0, I) fresh noise, `sigma` the standard deviation of the noise a step adds, and `s` the
-earlier timestep a DDIM step jumps to. `t` and `s` are integer arrays of shape (B,): every sample in
-a batch may sit at its own timestep.
+Notation: the glossary in `minidiff.reference` (reference/__init__.py). Here `eps_theta` is the
+model's noise prediction eps_theta(x_t, t), `x0_theta` its predicted x0, `z` ~ N(0, I) fresh
+noise (None: no noise, under `check_z`'s rule), `sigma` the standard deviation of the noise a
+step adds, and `s` the earlier timestep a DDIM step jumps to. `t` and `s` are ints or integer
+arrays of shape (B,): every sample in a batch may sit at its own timestep.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .schedules import Schedule, check_timesteps, per_sample
+from .schedules import Schedule, check_same_shape, check_t, extract
 
 VARIANCES = ("beta", "beta_tilde", "none")
 SPACINGS = ("course", "uniform")
@@ -25,7 +26,7 @@ def ddpm_coefficients(t, schedule: Schedule, variance: str = "beta"):
     """
     if variance not in VARIANCES:
         raise ValueError(f"variance={variance!r} is not one of {', '.join(VARIANCES)}")
-    t = check_timesteps(t, schedule.T)
+    t = check_t(t, schedule.T)
     s1 = 1.0 / np.sqrt(schedule.alpha[t])
     s2 = schedule.beta[t] / np.sqrt(1.0 - schedule.alpha_bar[t])
     sigma2 = {"beta": schedule.beta, "beta_tilde": schedule.beta_tilde}.get(variance)
@@ -34,52 +35,85 @@ def ddpm_coefficients(t, schedule: Schedule, variance: str = "beta"):
     return s1, s2, s3
 
 
-def ddpm_step(x_t, eps, t, schedule: Schedule, z, variance: str = "beta") -> np.ndarray:
-    """x_{t-1} = s1 * (x_t - s2 * eps) + s3 * z: DDPM Algorithm 2, line 4 (eq. 11 plus noise).
+def check_z(z, sigma, caller: str) -> None:
+    """The `z=None` contract of every layer: None means "add no fresh noise", which is allowed
+    only where the step's sigma is 0 for every sample; else ValueError."""
+    if z is None and np.any(np.asarray(sigma) > 0):
+        raise ValueError(f"{caller} needs fresh noise z where sigma > 0 (z=None adds no noise, "
+                         "allowed only where sigma = 0 for every sample)")
 
-    The course's `denoise_add_noise`. Coefficients from `ddpm_coefficients`; z is read even where
-    s3 = 0 so that every call has the same shape contract (pass zeros to mean "no noise").
+
+def ddpm_step(x_t, eps_theta, t, schedule: Schedule, z=None, variance="beta") -> np.ndarray:
+    """x_{t-1} = s1 * (x_t - s2 * eps_theta) + s3 * z: DDPM Algorithm 2, line 4 (eq. 11 plus noise).
+
+    The course's `denoise_add_noise`. Coefficients from `ddpm_coefficients`; z may be None where
+    s3 = 0 for every sample (variance "none", or t = 1), per `check_z`.
     """
-    x_t, eps, z = (np.asarray(a, dtype=np.float64) for a in (x_t, eps, z))
-    _check_same_shape(x_t=x_t, eps=eps, z=z)
-    t = check_timesteps(t, schedule.T)
-    if t.shape != (x_t.shape[0],):
-        raise ValueError(f"t must have shape ({x_t.shape[0]},) to match x_t, got {t.shape}")
-    s1, s2, s3 = (c.reshape((-1,) + (1,) * (x_t.ndim - 1)) for c in ddpm_coefficients(t, schedule, variance))
-    return s1 * (x_t - s2 * eps) + s3 * z
+    x_t, eps_theta = np.asarray(x_t, dtype=np.float64), np.asarray(eps_theta, dtype=np.float64)
+    z = None if z is None else np.asarray(z, dtype=np.float64)
+    check_same_shape(x_t=x_t, eps_theta=eps_theta, z=z)
+    t = check_t(t, schedule.T, x_t)
+    shape = (-1,) + (1,) * (x_t.ndim - 1)  # per-sample numbers against (B, ...)
+    s1, s2, s3 = (c.reshape(shape) for c in ddpm_coefficients(t, schedule, variance))
+    check_z(z, s3, "ddpm_step")
+    x_prev = s1 * (x_t - s2 * eps_theta)  # DDPM eq. (11)
+    return x_prev if z is None else x_prev + s3 * z
 
 
-def ddim_step(x_t, eps, t, s, schedule: Schedule, eta=0.0, z=None, clip_x0=False) -> np.ndarray:
+def predict_x0(x_t, eps_theta, alpha_bar_t) -> np.ndarray:
+    """x0_theta = (x_t - sqrt(1 - alpha_bar_t) * eps_theta) / sqrt(alpha_bar_t): DDIM eq. (12)'s
+    "predicted x0", DPM-Solver++'s data prediction x_theta. `alpha_bar_t` broadcasts against x_t."""
+    return (x_t - np.sqrt(1.0 - alpha_bar_t) * eps_theta) / np.sqrt(alpha_bar_t)
+
+
+def ddim_sigma(t, s, schedule: Schedule, eta=0.0) -> np.ndarray:
+    """sigma of a DDIM step from t to s, shape t.shape: DDIM eq. (16) times eta.
+
+    sigma = eta * sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t)) * sqrt(1 - alpha_bar_t / alpha_bar_s),
+    0 where s = 0 (alpha_bar_0 = 1) whatever eta.
+    """
+    t = check_t(t, schedule.T)
+    s = check_t(s, schedule.T, name="s", low=0)
+    alpha_bar_t, alpha_bar_s = schedule.alpha_bar[t], schedule.alpha_bar[s]
+    return eta * np.sqrt(
+        (1.0 - alpha_bar_s) / (1.0 - alpha_bar_t) * (1.0 - alpha_bar_t / alpha_bar_s)
+    )
+
+
+def ddim_step(
+    x_t, eps_theta, t, s, schedule: Schedule, eta=0.0, z=None, clip_x0=False
+) -> np.ndarray:
     """Jump from timestep t to an earlier s (DDIM, Song et al. 2021, eq. 12 with sigma of eq. 16).
 
-    x0_pred = (x_t - sqrt(1 - alpha_bar_t) * eps) / sqrt(alpha_bar_t)          "predicted x0"
-    sigma   = eta * sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t)) * sqrt(1 - alpha_bar_t / alpha_bar_s)
-    x_s     = sqrt(alpha_bar_s) * x0_pred + sqrt(1 - alpha_bar_s - sigma^2) * eps + sigma * z
+    x0_theta = predict_x0(x_t, eps_theta, alpha_bar_t)                       "predicted x0"
+    sigma    = ddim_sigma(t, s, schedule, eta)                                      eq. (16)
+    x_s      = sqrt(alpha_bar_s) * x0_theta
+               + sqrt(1 - alpha_bar_s - sigma^2) * eps_theta + sigma * z     "direction to x_t"
 
     eta = 0 is deterministic and is the course's `denoise_ddim`; eta = 1 between consecutive steps
-    is DDPM with sigma^2 = beta~_t. s may be 0 (alpha_bar_0 = 1: the step lands on x0_pred).
-    `clip_x0` clamps x0_pred to [-1, 1], the data range, before re-noising.
+    is DDPM with sigma^2 = beta~_t. s may be 0 (alpha_bar_0 = 1: the step lands on x0_theta).
+    `clip_x0` clamps x0_theta to [-1, 1], the data range, before re-noising. z may be None where
+    sigma = 0 for every sample (eta = 0, or s = 0), per `check_z`.
     """
-    x_t, eps = np.asarray(x_t, dtype=np.float64), np.asarray(eps, dtype=np.float64)
-    _check_same_shape(x_t=x_t, eps=eps)
+    x_t, eps_theta = np.asarray(x_t, dtype=np.float64), np.asarray(eps_theta, dtype=np.float64)
+    z = None if z is None else np.asarray(z, dtype=np.float64)
+    check_same_shape(x_t=x_t, eps_theta=eps_theta, z=z)
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta={eta!r} is outside the valid range [0, 1]")
-    t = check_timesteps(t, schedule.T)
-    s = check_timesteps(s, schedule.T, name="s", low=0)
+    t = check_t(t, schedule.T, x_t)
+    s = check_t(s, schedule.T, x_t, name="s", low=0)
     if np.any(s >= t):
         raise ValueError(f"s={s[s >= t].flat[0]} must be earlier than t (s < t) for every sample")
-    if eta > 0 and z is None:
-        raise ValueError("ddim_step with eta > 0 needs fresh noise z of x_t's shape")
-    z = np.zeros_like(x_t) if z is None else np.asarray(z, dtype=np.float64)
-    _check_same_shape(x_t=x_t, z=z)
-    alpha_bar_t = per_sample(schedule.alpha_bar, t, x_t)
-    alpha_bar_s = per_sample(schedule.alpha_bar, s, x_t)
-    x0_pred = (x_t - np.sqrt(1.0 - alpha_bar_t) * eps) / np.sqrt(alpha_bar_t)  # eq. (12)
+    sigma = ddim_sigma(t, s, schedule, eta).reshape((-1,) + (1,) * (x_t.ndim - 1))
+    check_z(z, sigma, "ddim_step")
+    alpha_bar_t = extract(schedule.alpha_bar, t, x_t)
+    alpha_bar_s = extract(schedule.alpha_bar, s, x_t)
+    x0_theta = predict_x0(x_t, eps_theta, alpha_bar_t)  # eq. (12)
     if clip_x0:
-        x0_pred = np.clip(x0_pred, -1.0, 1.0)
-    sigma = eta * np.sqrt((1.0 - alpha_bar_s) / (1.0 - alpha_bar_t) * (1.0 - alpha_bar_t / alpha_bar_s))
-    direction = np.sqrt(np.maximum(1.0 - alpha_bar_s - sigma**2, 0.0))  # eq. (12) "direction to x_t"
-    return np.sqrt(alpha_bar_s) * x0_pred + direction * eps + sigma * z
+        x0_theta = np.clip(x0_theta, -1.0, 1.0)
+    direction = np.sqrt(np.maximum(1.0 - alpha_bar_s - sigma**2, 0.0))  # "direction to x_t"
+    x_s = np.sqrt(alpha_bar_s) * x0_theta + direction * eps_theta
+    return x_s if z is None else x_s + sigma * z
 
 
 def ddim_timesteps(T: int, n: int, spacing: str = "course") -> np.ndarray:
@@ -99,10 +133,3 @@ def ddim_timesteps(T: int, n: int, spacing: str = "course") -> np.ndarray:
     else:
         visited = np.round(np.linspace(T, 1, n)).astype(np.int64)
     return np.concatenate([visited, [0]]).astype(np.int64)
-
-
-def _check_same_shape(**arrays) -> None:
-    (first_name, first), *rest = arrays.items()
-    for name, a in rest:
-        if a.shape != first.shape:
-            raise ValueError(f"{name} has shape {a.shape} but {first_name} has {first.shape}")

@@ -1,15 +1,7 @@
-"""Noise schedules: the tables every other part of minidiff reads.
+"""Noise schedules: the tables every other part of minidiff reads, and the helpers that read them.
 
-Notation (DDPM, Ho et al. 2020; DDIM, Song et al. 2021), all arrays of length T + 1 indexed by
-the timestep t, with t = 0 the clean image:
-
-| name             | symbol            | meaning                                          |
-|------------------|-------------------|--------------------------------------------------|
-| `beta`           | beta_t            | variance of the noise added at step t            |
-| `alpha`          | alpha_t           | 1 - beta_t                                       |
-| `alpha_bar`      | alpha_bar_t       | signal kept after t steps; alpha_bar_0 = 1       |
-| `alpha_bar_prev` | alpha_bar_{t-1}   | alpha_bar shifted by one; 1 at t = 0             |
-| `beta_tilde`     | beta~_t           | posterior variance, DDPM eq. (7); 0 at t = 0     |
+Notation: the glossary in `minidiff.reference` (reference/__init__.py). Every table is a float64
+array of length T + 1 indexed by the timestep t, with t = 0 the clean image.
 
 This module is the specification: NumPy only, float64, plain and explicit.
 
@@ -82,19 +74,41 @@ def make_schedule(kind: str = "linear", T: int = 500, beta1: float = 1e-4, beta2
     return Schedule(kind, T, beta, alpha, alpha_bar, alpha_bar_prev, beta_tilde)
 
 
-def check_timesteps(t, T: int, name: str = "t", low: int = 1) -> np.ndarray:
-    """Return `t` as an int64 array, or raise if any entry lies outside [low, T]."""
+def check_t(t, T: int, x=None, name: str = "t", low: int = 1) -> np.ndarray:
+    """Return `t` as an int64 array, or raise ValueError if it is not integers in [low, T].
+
+    The one range check of timesteps: the torch twin and the kernels ask this function. With `x`
+    (a batch of shape (B, ...)), an int means the same timestep for every sample and an array must
+    have shape (B,): one timestep per sample.
+    """
     t = np.asarray(t)
     if t.dtype.kind not in "iu":
         raise ValueError(f"{name} must hold integers, got dtype {t.dtype}")
+    if x is not None:
+        batch = x.shape[0]
+        if t.ndim == 0:
+            t = np.full(batch, t)
+        if t.shape != (batch,):
+            raise ValueError(f"{name} must have shape ({batch},) to match x, got {tuple(t.shape)}")
     if t.size and (t.min() < low or t.max() > T):
         bad = t[(t < low) | (t > T)].flat[0]
         raise ValueError(f"{name}={bad} is outside the valid range [{low}, {T}]")
     return t.astype(np.int64)
 
 
-def per_sample(table: np.ndarray, t: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Gather table[t] for a batch and shape it (B, 1, ..., 1) to broadcast against x."""
-    if t.ndim != 1 or t.shape[0] != x.shape[0]:
-        raise ValueError(f"t must have shape ({x.shape[0]},) to match x, got {t.shape}")
+def extract(table, t, x):
+    """table[t] for each sample, shaped (B, 1, ..., 1) to broadcast against x (t from `check_t`)."""
     return table[t].reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+def check_same_shape(**arrays) -> None:
+    """Raise ValueError naming the first array (or tensor) whose shape differs from the first's.
+
+    None entries are skipped: `z=None` is checked by `samplers.check_z`, not here.
+    """
+    (first_name, first), *rest = arrays.items()
+    for name, a in rest:
+        if a is not None and a.shape != first.shape:
+            raise ValueError(
+                f"{name} has shape {tuple(a.shape)} but {first_name} has {tuple(first.shape)}"
+            )

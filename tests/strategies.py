@@ -34,6 +34,6 @@ def normal(seed: int, shape) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape)
 
 
-def timesteps(seed: int, batch: int, T: int, low: int = 1) -> np.ndarray:
-    """One timestep per sample, mixed within the batch."""
+def random_t(seed: int, batch: int, T: int, low: int = 1) -> np.ndarray:
+    """One timestep t per sample, mixed within the batch."""
     return np.random.default_rng(seed).integers(low, T + 1, size=batch)

@@ -7,7 +7,7 @@ from compare import TOLERANCE, assert_close
 from hypothesis import example, given
 from hypothesis import strategies as st
 from minidiff.reference import make_schedule, q_sample
-from strategies import normal, schedules, seeds, shapes, timesteps
+from strategies import normal, random_t, schedules, seeds, shapes
 
 import minidiff
 
@@ -15,7 +15,7 @@ import minidiff
 @given(schedules(), shapes, seeds)
 def test_no_noise_keeps_the_scaled_image(s, shape, seed):
     x0 = normal(seed, shape)
-    t = timesteps(seed, shape[0], s.T, low=0)
+    t = random_t(seed, shape[0], s.T, low=0)
     expected = np.sqrt(s.alpha_bar[t]).reshape(-1, 1, 1, 1) * x0
     np.testing.assert_allclose(q_sample(x0, t, np.zeros(shape), s), expected, rtol=1e-14)
 
@@ -25,7 +25,7 @@ def test_noise_enters_with_coefficient_sqrt_one_minus_alpha_bar(s, shape, seed):
     """q_sample is affine in eps with slope sqrt(1 - alpha_bar_t): its variance over eps is
     exactly (1 - alpha_bar_t) Var(eps). (The course's form would give (1 - alpha_bar_t)^2.)"""
     x0, eps = normal(seed, shape), normal(seed + 1, shape)
-    t = timesteps(seed, shape[0], s.T)
+    t = random_t(seed, shape[0], s.T)
     slope = (q_sample(x0, t, eps, s) - q_sample(x0, t, np.zeros(shape), s)) / np.where(
         eps == 0, 1, eps
     )
@@ -49,7 +49,7 @@ def test_variance_over_eps_is_one_minus_alpha_bar(seed, t):
 def test_torch_matches_reference(s, shape, seed, dtype):
     x0 = torch.from_numpy(normal(seed, shape)).to(dtype)
     eps = torch.from_numpy(normal(seed + 1, shape)).to(dtype)
-    t = timesteps(seed, shape[0], s.T, low=0)
+    t = random_t(seed, shape[0], s.T, low=0)
     schedule = minidiff.Schedule.from_reference(s)
     actual = minidiff.q_sample(x0, torch.from_numpy(t), eps, schedule)
     compute = torch.promote_types(dtype, torch.float32)
@@ -60,7 +60,7 @@ def test_torch_matches_reference(s, shape, seed, dtype):
 
 def test_mismatched_shapes_are_named():
     s = make_schedule()
-    with pytest.raises(ValueError, match=r"eps has shape \(2, 3\) but x0 has shape \(2, 4\)"):
+    with pytest.raises(ValueError, match=r"eps has shape \(2, 3\) but x0 has \(2, 4\)"):
         q_sample(np.zeros((2, 4)), np.array([1, 2]), np.zeros((2, 3)), s)
     with pytest.raises(ValueError, match="t=501"):
         minidiff.q_sample(torch.zeros(1, 3), torch.tensor([501]), torch.zeros(1, 3),

@@ -9,8 +9,15 @@ import torch
 from compare import TOLERANCE, assert_close
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
-from minidiff.reference import ddim_step, ddim_timesteps, ddpm_step, make_schedule, q_sample
-from strategies import normal, schedules, seeds, shapes, timesteps
+from minidiff.reference import (
+    ddim_step,
+    ddim_timesteps,
+    ddpm_step,
+    make_schedule,
+    predict_x0,
+    q_sample,
+)
+from strategies import normal, random_t, schedules, seeds, shapes
 
 import minidiff
 from minidiff.pipeline import Pipeline
@@ -32,7 +39,7 @@ def column(a):
 @given(schedules(), shapes, seeds)
 def test_ddpm_step_with_true_noise_is_the_posterior_mean(s, shape, seed):
     x0, eps = normal(seed, shape), normal(seed + 1, shape)
-    t = timesteps(seed, shape[0], s.T)
+    t = random_t(seed, shape[0], s.T)
     assume(consistent(s, t).all())
     x_t = q_sample(x0, t, eps, s)
     a, ab, ab_prev, b = (column(v[t]) for v in (s.alpha, s.alpha_bar, s.alpha_bar_prev, s.beta))
@@ -66,7 +73,7 @@ def test_course_schedule_last_step_misses_x0_by_its_extra_factor():
 @given(schedules(), shapes, seeds, st.booleans())
 def test_ddim_eta0_is_deterministic_and_lands_on_q_sample(s, shape, seed, use_z):
     x0, eps = normal(seed, shape), normal(seed + 1, shape)
-    t = timesteps(seed, shape[0], s.T)
+    t = random_t(seed, shape[0], s.T)
     s_prev = np.random.default_rng(seed).integers(0, t)  # any earlier step, 0 included
     x_t = q_sample(x0, t, eps, s)
     z = normal(seed + 2, shape) if use_z else None
@@ -80,7 +87,7 @@ def test_ddim_eta0_is_deterministic_and_lands_on_q_sample(s, shape, seed, use_z)
 @given(schedules(), shapes, seeds)
 def test_ddim_eta1_between_consecutive_steps_has_posterior_variance(s, shape, seed):
     x_t, eps, z = normal(seed, shape), normal(seed + 1, shape), normal(seed + 2, shape)
-    t = timesteps(seed, shape[0], s.T)
+    t = random_t(seed, shape[0], s.T)
     assume(consistent(s, t).all())
     added = ddim_step(x_t, eps, t, t - 1, s, eta=1.0, z=z) - ddim_step(x_t, eps, t, t - 1, s, 1.0, 0 * z)
     np.testing.assert_allclose(added, np.sqrt(column(s.beta_tilde[t])) * z, atol=1e-9)
@@ -107,7 +114,7 @@ variances = st.sampled_from(["beta", "beta_tilde", "none"])
 @example(make_schedule(), (1, 3, 16, 16), 0, torch.float32, "beta")
 def test_torch_ddpm_step_matches_reference(s, shape, seed, dtype, variance):
     x_t, eps, z = (torch.from_numpy(normal(seed + i, shape)).to(dtype) for i in range(3))
-    t = timesteps(seed, shape[0], s.T)
+    t = random_t(seed, shape[0], s.T)
     actual = minidiff.ddpm_step(x_t, eps, torch.from_numpy(t), minidiff.Schedule.from_reference(s),
                                 z, variance)
     expected = ddpm_step(*(v.double().numpy() for v in (x_t, eps)), t, s, z.double().numpy(),
@@ -119,17 +126,54 @@ def test_torch_ddpm_step_matches_reference(s, shape, seed, dtype, variance):
        st.sampled_from([0.0, 0.5, 1.0]), st.booleans())
 def test_torch_ddim_step_matches_reference(s, shape, seed, dtype, eta, clip_x0):
     x_t, eps, z = (torch.from_numpy(normal(seed + i, shape)).to(dtype) for i in range(3))
-    t = timesteps(seed, shape[0], s.T)
+    t = random_t(seed, shape[0], s.T)
     s_prev = np.random.default_rng(seed).integers(0, t)
     actual = minidiff.ddim_step(x_t, eps, torch.from_numpy(t), torch.from_numpy(s_prev),
                                 minidiff.Schedule.from_reference(s), eta, z, clip_x0)
     expected = ddim_step(*(v.double().numpy() for v in (x_t, eps)), t, s_prev, s, eta,
                          z.double().numpy(), clip_x0)
-    # x0_pred divides by sqrt(alpha_bar_t), which amplifies float32 rounding late in a schedule
+    # x0_theta divides by sqrt(alpha_bar_t), which amplifies float32 rounding late in a schedule
     scale = 1 / np.sqrt(s.alpha_bar[t].min())
     compute = torch.promote_types(dtype, torch.float32)
     atol, rtol = TOLERANCE[compute]
     assert_close(actual, expected, compute, atol=atol * scale, rtol=rtol, what="ddim_step")
+
+
+@given(schedules(max_T=600), shapes, seeds)
+def test_predict_x0_inverts_q_sample(s, shape, seed):
+    """DDIM eq. (12): with the true noise, the predicted x0 is x0; torch == reference."""
+    x0, eps = normal(seed, shape), normal(seed + 1, shape)
+    t = random_t(seed, shape[0], s.T)
+    alpha_bar_t = column(s.alpha_bar[t])
+    x0_theta = predict_x0(q_sample(x0, t, eps, s), eps, alpha_bar_t)
+    np.testing.assert_allclose(x0_theta, x0, atol=1e-12 / np.sqrt(alpha_bar_t.min()))
+    x_t = torch.from_numpy(q_sample(x0, t, eps, s)).float()
+    actual = minidiff.samplers.predict_x0(x_t, torch.from_numpy(eps).float(),
+                                          torch.from_numpy(alpha_bar_t))
+    expected = predict_x0(x_t.double().numpy(), np.float32(eps).astype(np.float64), alpha_bar_t)
+    scale = 1 / np.sqrt(alpha_bar_t.min())
+    assert_close(actual, expected, atol=1e-5 * scale, what="predict_x0")
+
+
+def test_z_none_means_no_noise_only_where_sigma_is_zero():
+    """One contract in every layer: z=None is allowed exactly where sigma = 0 for every sample
+    (DDPM at t = 1 or variance "none", DDIM at eta = 0 or s = 0), else ValueError."""
+    x, eps = normal(0, (2, 3)), normal(1, (2, 3))
+    zeros = np.zeros((2, 3))
+    np.testing.assert_array_equal(ddpm_step(x, eps, [1, 1], S), ddpm_step(x, eps, [1, 1], S, zeros))
+    np.testing.assert_array_equal(ddpm_step(x, eps, [5, 9], S, None, "none"),
+                                  ddpm_step(x, eps, [5, 9], S, zeros, "none"))
+    np.testing.assert_array_equal(ddim_step(x, eps, [5, 9], [0, 0], S, eta=1.0),
+                                  ddim_step(x, eps, [5, 9], [0, 0], S, 1.0, zeros))
+    schedule = minidiff.make_schedule()
+    xt, epst = torch.from_numpy(x), torch.from_numpy(eps)
+    assert_close(minidiff.ddim_step(xt, epst, torch.tensor([5, 9]), 0, schedule, eta=1.0),
+                 ddim_step(x, eps, [5, 9], [0, 0], S, eta=1.0), torch.float64)
+    for call in (lambda: ddim_step(x, eps, [5, 9], [0, 1], S, eta=1.0),
+                 lambda: minidiff.ddim_step(xt, epst, 9, torch.tensor([0, 1]), schedule, eta=1.0),
+                 lambda: minidiff.ddpm_step(xt, epst, torch.tensor([1, 2]), schedule)):
+        with pytest.raises(ValueError, match="needs fresh noise z where sigma > 0"):
+            call()
 
 
 # --- bad input -----------------------------------------------------------------------------------
@@ -143,7 +187,8 @@ X = np.zeros((2, 3))
     [
         (lambda: ddpm_step(X, X, [0, 1], S, X), r"t=0 is outside the valid range \[1, 500\]"),
         (lambda: ddpm_step(X, X, [1, 1], S, X, "sigma"), "variance='sigma'"),
-        (lambda: ddpm_step(X, np.zeros((2, 4)), [1, 1], S, X), r"eps has shape \(2, 4\)"),
+        (lambda: ddpm_step(X, np.zeros((2, 4)), [1, 1], S, X), r"eps_theta has shape \(2, 4\)"),
+        (lambda: ddpm_step(X, X, [1, 2], S), "ddpm_step needs fresh noise z"),
         (lambda: ddim_step(X, X, [5, 5], [5, 1], S), "s=5 must be earlier than t"),
         (lambda: ddim_step(X, X, [5, 5], [1, 1], S, eta=1.5), r"eta=1.5 is outside .*\[0, 1\]"),
         (lambda: ddim_step(X, X, [5, 5], [1, 1], S, eta=0.5), "needs fresh noise z"),

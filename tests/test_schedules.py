@@ -5,10 +5,11 @@ import pytest
 import torch
 from hypothesis import example, given
 from minidiff.reference import make_schedule
-from minidiff.reference.schedules import check_timesteps
+from minidiff.reference.schedules import check_t
 from strategies import schedules
 
 from minidiff import make_schedule as make_schedule_torch
+from minidiff.schedules import check_t as check_t_torch
 
 
 def test_course_anchors():
@@ -61,11 +62,25 @@ def test_invalid_schedules_name_the_argument(kwargs, message):
         make_schedule(**kwargs)
 
 
-def test_timesteps_outside_range_are_named():
+def test_check_t_names_what_is_wrong():
     with pytest.raises(ValueError, match=r"t=501 is outside the valid range \[1, 500\]"):
-        check_timesteps(np.array([3, 501]), 500)
+        check_t(np.array([3, 501]), 500)
     with pytest.raises(ValueError, match="integers"):
-        check_timesteps(np.array([1.5]), 500)
+        check_t(np.array([1.5]), 500)
+    with pytest.raises(ValueError, match=r"t must have shape \(3,\) to match x, got \(2,\)"):
+        check_t(np.array([1, 2]), 500, np.zeros((3, 4)))
+
+
+def test_check_t_is_one_rule_for_numpy_and_torch():
+    """An int is every sample's timestep; the torch twin gives the reference's answers and errors."""
+    x = np.zeros((3, 2))
+    np.testing.assert_array_equal(check_t(7, 500, x), [7, 7, 7])
+    assert torch.equal(check_t_torch(7, 500, torch.zeros(3, 2)), torch.tensor([7, 7, 7]))
+    assert check_t_torch(torch.tensor([0, 5], dtype=torch.int32), 9, low=0).dtype == torch.int64
+    for bad, message in [(torch.tensor([1.0]), "integers"), (torch.tensor([True]), "integers"),
+                         (torch.tensor([10]), r"t=10 is outside the valid range \[1, 9\]")]:
+        with pytest.raises(ValueError, match=message):
+            check_t_torch(bad, 9)
 
 
 @given(schedules(max_T=600))

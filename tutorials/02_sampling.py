@@ -91,13 +91,12 @@ start = time.perf_counter()
 with torch.inference_mode():
     x = philox.randn_like_step(torch.empty(n, *pipe.image_shape), seed, 0)  # x_T, step k = 0
     for k, t in enumerate(range(T, 0, -1), start=1):
-        eps = model(x, torch.tensor(t, dtype=torch.float32).expand(n) / T)  # c=None: zeros
-        if t % 100 == 0:  # what the network thinks x0 is, DDPM eq. (15)
-            alpha_bar_t = float(schedule.alpha_bar[t])
-            predicted_x0.append((x - (1 - alpha_bar_t) ** 0.5 * eps) / alpha_bar_t**0.5)
+        eps_theta = model(x, torch.tensor(t, dtype=torch.float32).expand(n) / T)  # c=None: zeros
+        if t % 100 == 0:  # what the network thinks x0 is: DDIM eq. (12)'s "predicted x0"
+            predicted_x0.append(samplers.predict_x0(x, eps_theta, schedule.alpha_bar[t]))
             frames.append(x)
         z = philox.randn_like_step(x, seed, k) if t > 1 else None  # no fresh noise at t = 1
-        x = samplers.ddpm_step(x, eps, t, schedule, z)
+        x = samplers.ddpm_step(x, eps_theta, t, schedule, z)
 by_hand = x
 frames.append(by_hand)  # t = 0: the sample itself
 predicted_x0.append(by_hand)
