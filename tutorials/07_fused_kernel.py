@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _plot import COLOURS, bar_plot
 from _tutorial import OUT, SMALL, pick
 from minidiff.kernels import compile as aot
 from minidiff.kernels import launch
@@ -101,6 +102,7 @@ for op, nbytes in traffic.log:
 eager_bytes = traffic.bytes / x_t.numel()
 print(f"eager DDPM step: {eager_bytes:.0f} bytes per element in {len(traffic.log)} passes; "
       f"minimum: 12")
+assert eager_bytes >= 3 * 12  # eager torch moves several times the minimum
 
 # %% [markdown]
 # `randn_like` writes z, the first `mul` reads eps and writes s2 * eps, `sub` reads two tensors
@@ -126,6 +128,13 @@ for line in ddpm.ptx.splitlines():
         print("  ", line.strip())
 print(f"\nbytes per element: fused {fused_bytes:.0f}, eager {eager_bytes:.0f} "
       f"({eager_bytes / fused_bytes:.1f}x the traffic)")
+assert fused_bytes == 12  # the minimum: read x_t and eps, write x_{t-1}; z never touches memory
+bars = {f"{i + 1}. {op}": nbytes for i, (op, nbytes) in enumerate(traffic.log)}
+bars |= {"eager, all": eager_bytes, "fused kernel": fused_bytes}
+bar_plot(bars, OUT / "07_bytes.png", title="bytes moved per element by one DDPM step (float32)",
+         xlabel="eager torch, operation by operation; then the totals",
+         colours=[COLOURS[0]] * len(traffic.log) + [COLOURS[1], COLOURS[2]], size=(760, 400))
+print("saved", OUT / "07_bytes.png")
 
 # %% [markdown]
 # Each thread handles 8 elements. `ld.global.v4.b32` loads four 32-bit words (16 bytes) at
@@ -268,11 +277,31 @@ difference = (x_fused - x_torch).abs().max().item()
 print(f"{t0} steps: largest |fused - torch| = {difference:.2e}; "
       f"largest |result - x0| = {(x_fused - x0).abs().max():.3f}")
 assert difference < 1e-4
-save_grid(torch.cat([x0, start, x_fused, x_torch]), OUT / "07_oracle_chain.png", nrow=len(x0),
-          scale=6)
-print("saved", OUT / "07_oracle_chain.png", f"(rows: x0, x_{t0}, fused result, torch result)")
+assert (x_fused - x0).abs().mean() < (start - x0).abs().mean()  # the chain took the noise out
+
+
+def difference_map(d: torch.Tensor, full: float) -> torch.Tensor:
+    """|d| averaged over colour, as grey in [-1, 1]: black is 0, white is `full` or more."""
+    grey = (d.abs().mean(1, keepdim=True) / full).clamp(max=1) * 2 - 1
+    return grey.expand(-1, 3, -1, -1)
+
+
+noise_full = float((start - x0).abs().mean(1).max())  # one scale for the two "- x0" rows
+torch_full = max(float((x_fused - x_torch).abs().mean(1).max()), 1e-12)
+save_grid(torch.cat([x0, start, difference_map(start - x0, noise_full), x_fused,
+                     difference_map(x_fused - x0, noise_full),
+                     difference_map(x_fused - x_torch, torch_full)]),
+          OUT / "07_oracle_chain.png", nrow=len(x0), scale=6)
+print("saved", OUT / "07_oracle_chain.png", f"(rows: x0; x_{t0}; |x_{t0} - x0|; the fused result; "
+      f"|result - x0| on the same scale, white = {noise_full:.3f}; |fused - torch|, white = "
+      f"{torch_full:.1e})")
 
 # %% [markdown]
+# Read the picture top down: x_{t0} looks like x0 with grain; its difference map shows the noise
+# the chain has to remove; the fused result, and its difference from x0 on the *same* scale, is
+# nearly black. The last row is the difference between the fused and the torch chains, scaled up
+# until its largest value is white (the scale is printed): float32 rounding, spread thinly.
+#
 # The result lands near x0 but not on it: the course's schedule carries one extra factor in
 # alpha_bar (chapter 1), so even a perfect eps leaves the last step slightly off
 # (`tests/test_samplers.py`, `test_course_schedule_last_step_misses_x0_by_its_extra_factor`,
