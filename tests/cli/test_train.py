@@ -19,17 +19,12 @@ from minidiff.training.checkpoint import load_checkpoint
 from minidiff.training.runs import MetricsLog
 from minidiff.training.trainer import divergence_cause
 
-TINY = ["--n-images", "32", "--n-feat", "8", "--batch-size", "8", "--sample-every", "0",
-        "--no-progress", "--device", "cpu", "--threads", "1"]
+from tiny_runs import TINY, run_train
 
 
 def run_cli(argv, capsys):
-    """(exit code, stderr) of `minidiff train ...`, whether argparse or the command refused."""
-    try:
-        code = cli.main(["train", *argv])
-    except SystemExit as exit_:
-        code = exit_.code
-    return code, capsys.readouterr().err.strip()
+    """(exit code, stderr) of `minidiff train ...`."""
+    return run_train(argv, capsys)[:2]
 
 
 @pytest.mark.parametrize("argv, says", [

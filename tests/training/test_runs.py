@@ -12,30 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from minidiff import cli
-from minidiff.training import TrainConfig, train
+from minidiff.training import train
 from minidiff.training.runs import METRICS_NAME, MetricsLog, RunLock, read_metrics
 from minidiff.utils.errors import MinidiffError
+from tiny_runs import TINY
+from tiny_runs import run_train as run_cli
+from tiny_runs import tiny as tiny_run
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ["--n-images", "32", "--n-feat", "8", "--batch-size", "8", "--sample-every", "0",
-        "--no-progress", "--device", "cpu", "--threads", "1"]
-
-
-def tiny(out, **overrides) -> TrainConfig:
-    base = {"n_images": 32, "n_feat": 8, "batch_size": 8, "steps": 4, "warmup_steps": 0,
-            "sample_every": 0, "checkpoint_every": 4, "log_every": 2, "progress": False,
-            "device": "cpu", "threads": 1, "out": str(out)}
-    return TrainConfig(**{**base, **overrides})
-
-
-def run_cli(argv, capsys):
-    try:
-        code = cli.main(["train", *argv])
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.err.strip(), captured.out
+def tiny(out, **overrides):
+    """Four steps, a checkpoint at the last."""
+    return tiny_run(out, **{"steps": 4, **overrides})
 
 
 def wait_for(path: Path, process, seconds=90) -> None:

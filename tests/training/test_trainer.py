@@ -24,16 +24,9 @@ from minidiff.training.config import PRESETS
 from minidiff.training.progress import Progress
 from minidiff.training.trainer import all_finite
 from minidiff.utils.errors import MinidiffError
+from tiny_runs import tiny
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny(out, **overrides) -> TrainConfig:
-    """A run that takes a second or two on a CPU."""
-    base = {"n_images": 64, "n_feat": 8, "batch_size": 16, "steps": 8, "warmup_steps": 2,
-            "sample_every": 0, "checkpoint_every": 4, "log_every": 2, "progress": False,
-            "device": "cpu", "threads": 1, "out": str(out)}
-    return TrainConfig(**{**base, **overrides})
+REPO = Path(__file__).resolve().parents[2]
 
 
 def assert_same_weights(a: dict, b: dict) -> None:
