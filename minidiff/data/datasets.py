@@ -167,12 +167,14 @@ def _load_npy(path: Path, labels: str | None, image_size: int, n: int | None, se
     return _shrink(pixels, image_size, path.name), onehot, []
 
 
-# The first bytes of files people pass by mistake, for the message that says what they passed.
-_SIGNATURES = {b"PK": "a zip archive (a .npz? load it and numpy.save one array)",
-               b"\x89PNG": "a PNG image (pass the folder that holds the images)",
-               b"\xff\xd8\xff": "a JPEG image (pass the folder that holds the images)",
-               b"GIF8": "a GIF image (pass the folder that holds the images)",
-               b"\x80": "a Python pickle (save arrays with numpy.save)"}
+# The first bytes of files people pass by mistake: what each one is, and what to do instead.
+_SIGNATURES = {b"PK": "a zip archive (a .npz?), not a .npy array; load it with numpy.load and "
+                      "numpy.save the one array of images",
+               b"\x89PNG": "a PNG image, not a .npy array; pass the folder that holds the images",
+               b"\xff\xd8\xff": "a JPEG image, not a .npy array; pass the folder that holds the "
+                                "images",
+               b"GIF8": "a GIF image, not a .npy array; pass the folder that holds the images",
+               b"\x80": "a Python pickle, not a .npy array; save arrays with numpy.save"}
 
 
 def _read_npy(path: Path, what: str) -> np.ndarray:
@@ -182,8 +184,8 @@ def _read_npy(path: Path, what: str) -> np.ndarray:
         head = file.read(8)
         if not head.startswith(b"\x93NUMPY"):
             kind = next((k for sig, k in _SIGNATURES.items() if head.startswith(sig)),
-                        "not a .npy array")
-            raise MinidiffError(f"cannot read {where}: it is {kind}; save arrays with numpy.save")
+                        "not a .npy array; save arrays with numpy.save")
+            raise MinidiffError(f"cannot read {where}: it is {kind}")
         try:
             file.seek(0)
             version = np.lib.format.read_magic(file)
@@ -329,9 +331,11 @@ def _read_image(file: Path, image_size: int) -> np.ndarray:
                 raise MinidiffError(f"{file.name} is {width}x{height}, over {MAX_IMAGE_SIDE} "
                                     f"pixels on a side; shrink it first (sprites are small)")
             rgba = image.convert("RGBA")  # a GIF gives its first frame
-    except Image.DecompressionBombError:  # a header claiming more than Pillow's limit
-        raise MinidiffError(f"{file.name} claims more pixels than an image file may hold; "
-                            f"remove it or shrink it first") from None
+    except Image.DecompressionBombError as error:  # a header claiming over Pillow's limit
+        claimed = re.search(r"\d+ pixels", str(error))
+        raise MinidiffError(f"{file.name} claims {claimed[0] if claimed else 'more pixels'}, "
+                            f"over Pillow's decompression-bomb limit; remove it or shrink it "
+                            f"first (sprites are small)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, EOFError) as error:
         raise MinidiffError(f"cannot read image {str(file)!r} ({type(error).__name__}); remove "
                             f"it or convert it to PNG") from None

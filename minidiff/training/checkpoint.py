@@ -71,14 +71,15 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", kind: str = RUN
     data, or whose weights do not fit its config (see the module docstring)."""
     path = Path(path)
     if not path.is_file():
-        raise MinidiffError(f"no checkpoint at {path}: pass a run folder or a {CHECKPOINT_NAME} file")
+        raise MinidiffError(f"no checkpoint at {path}: pass a run folder or a {CHECKPOINT_NAME} "
+                            "file")
     _check_archive(path)
     state = _unpickle(path, map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise MinidiffError(f"{path} is not a minidiff checkpoint (no '{FORMAT}' marker)")
     version = state.get("version")
     if not _is_int(version) or version < 1:
-        raise _corrupt(path, f"its layout version is {_show(version)}")
+        raise _malformed(path, f"its layout version is {_show(version)}")
     if version > VERSION:
         raise MinidiffError(f"{path} was written by a newer minidiff (layout {version}); "
                             "upgrade minidiff to read it")
@@ -146,7 +147,7 @@ def check_run_state(state: dict, path: Path) -> None:
     """Refuse a run checkpoint whose layout, types, sizes or weights do not hold together."""
     config = state.get("config")
     if not isinstance(config, dict):
-        raise _corrupt(path, f"its config is {_show(config)}, not a dict")
+        raise _malformed(path, f"its config is {_show(config)}, not a dict")
     _check_plain(config, path)
     stored = state.get("config_sha256")
     if stored is not None and stored != config_sha256(config):
@@ -157,7 +158,7 @@ def check_run_state(state: dict, path: Path) -> None:
         if not isinstance(config.get(name), dict):
             raise _mismatch(path, f"config[{name!r}] is {_show(config.get(name))}")
     if not isinstance(config.get("train", {}), dict):
-        raise _corrupt(path, f"config['train'] is {_show(config['train'])}, not a dict")
+        raise _malformed(path, f"config['train'] is {_show(config['train'])}, not a dict")
     _check_schedule(config["schedule"], path)
     n_cfeat = _check_unet(config["unet"], path)
     expected = _expected_weights(config["unet"], path)
@@ -167,7 +168,7 @@ def check_run_state(state: dict, path: Path) -> None:
                               f"run trained on {_show(trained_at)} px")
     classes = state.get("classes", [])
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-        raise _corrupt(path, f"its classes are {_show(classes)}, not a list of names")
+        raise _malformed(path, f"its classes are {_show(classes)}, not a list of names")
     if len(classes) not in (0, n_cfeat):
         raise _mismatch(path, f"{len(classes)} class names for a network of {n_cfeat} classes")
     for name in ("model", "ema"):
@@ -175,11 +176,11 @@ def check_run_state(state: dict, path: Path) -> None:
             _check_weights(state.get(name), expected, f"its {name} weights", path)
     for name in ("step", "ema_updates"):
         if name in state and not (_is_int(state[name]) and state[name] >= 0):
-            raise _corrupt(path, f"{name} is {_show(state[name])}, not a count")
+            raise _malformed(path, f"{name} is {_show(state[name])}, not a count")
     optimizer = state.get("optimizer", {})
     if not (isinstance(optimizer, dict) and isinstance(optimizer.get("state", {}), dict)
             and isinstance(optimizer.get("param_groups", []), list)):
-        raise _corrupt(path, "its optimizer state is not a state_dict")
+        raise _malformed(path, "its optimizer state is not a state_dict")
 
 
 def _check_plain(config, path: Path) -> None:
@@ -190,15 +191,15 @@ def _check_plain(config, path: Path) -> None:
         value = stack.pop()
         seen += 1
         if seen > MAX_CONFIG_NODES:
-            raise _corrupt(path, f"its config holds over {MAX_CONFIG_NODES} values")
+            raise _malformed(path, f"its config holds over {MAX_CONFIG_NODES} values")
         if isinstance(value, dict):
             if not all(isinstance(key, str) for key in value):
-                raise _corrupt(path, "its config has a key that is not a string")
+                raise _malformed(path, "its config has a key that is not a string")
             stack.extend(value.values())
         elif isinstance(value, (list, tuple)):
             stack.extend(value)
         elif not (value is None or isinstance(value, (str, bool, int, float))):
-            raise _corrupt(path, f"its config holds a {type(value).__name__}")
+            raise _malformed(path, f"its config holds a {type(value).__name__}")
 
 
 def _check_schedule(schedule: dict, path: Path) -> None:
@@ -247,7 +248,7 @@ def _expected_weights(unet: dict, path: Path) -> dict:
 def _check_weights(weights, expected: dict, what: str, path: Path) -> None:
     if not isinstance(weights, dict) or not all(isinstance(t, torch.Tensor)
                                                 for t in weights.values()):
-        raise _corrupt(path, f"{what} are not a state_dict of tensors")
+        raise _malformed(path, f"{what} are not a state_dict of tensors")
     missing, extra = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
     if missing or extra:
         raise _mismatch(path, f"{what} lack {missing[:3]} and have unknown {extra[:3]}")
@@ -260,6 +261,11 @@ def _check_weights(weights, expected: dict, what: str, path: Path) -> None:
             raise MinidiffError(f"{path}: {what} are not finite ({name} holds NaN or inf: the run "
                                 "had diverged); use an earlier checkpoint or train again with a "
                                 "lower --lr")
+
+
+def _malformed(path: Path, why: str) -> MinidiffError:
+    return MinidiffError(f"{path} is not laid out as minidiff writes checkpoints ({why}); "
+                         f"{RETRAIN}")
 
 
 def _mismatch(path: Path, why: str) -> MinidiffError:
@@ -292,7 +298,8 @@ def resolve_checkpoint(run_or_ckpt: str | os.PathLike | None = None, runs_dir="r
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.is_file():
-        raise MinidiffError(f"no checkpoint at {path}: pass a run folder or a {CHECKPOINT_NAME} file")
+        raise MinidiffError(f"no checkpoint at {path}: pass a run folder or a {CHECKPOINT_NAME} "
+                            "file")
     return path
 
 
