@@ -47,7 +47,7 @@ def default_out(runs_dir: str = "runs") -> Path:
 
 
 def resume_checkpoint(out: str | os.PathLike) -> Path:
-    """The checkpoint `--resume --out out` continues from; the one-line refusal when there is none."""
+    """The checkpoint `--resume --out out` continues from; one line refusing when there is none."""
     out = Path(out)
     path = out / CHECKPOINT_NAME
     if path.is_file():
@@ -75,7 +75,8 @@ class RunLock:
             pid = self.file.read().strip() or "unknown"
             self.file.close()
             raise MinidiffError(f"{out} is in use: another minidiff process (pid {pid}) is "
-                                "training there; wait for it to end, or choose another --out") from None
+                                "training there; wait for it to end, or choose another "
+                                "--out") from None
         self.file.truncate(0)
         self.file.write(f"{os.getpid()}\n")
         self.file.flush()

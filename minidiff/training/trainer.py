@@ -13,12 +13,9 @@ checkpoint ever holds a NaN. Rank 0 alone prints and writes (`minidiff.training.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import errno
 import math
 import shutil
-import signal
 import time
 from pathlib import Path
 
@@ -33,11 +30,12 @@ from minidiff.training import distributed
 from minidiff.training.batches import Batches
 from minidiff.training.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from minidiff.training.config import SESSION_FIELDS, TrainConfig, check_config, learning_rate
+from minidiff.training.guards import all_finite, deferred_interrupt, divergence_cause, writing
 from minidiff.training.progress import Progress
 from minidiff.training.runs import (MetricsLog, claim_out, default_out, preview, resume_checkpoint,
                                     save_preview, write_config)
 from minidiff.unet import UnetConfig, build_unet
-from minidiff.utils.device import resolve_device
+from minidiff.utils.device import fast_bf16, resolve_device
 from minidiff.utils.errors import MinidiffError
 
 CALIBRATION_STEPS = 10  # steps timed to fit the step count to --minutes
@@ -95,7 +93,7 @@ class Trainer:
         error = None
         if self.env.is_main:
             try:
-                with _writing(self.out, "the run folder"):
+                with writing(self.out, "the run folder"):
                     self.lock = claim_out(self.out, config.resume, say=self.say)
                     try:
                         write_config(self.out, self.run_config())
@@ -197,7 +195,7 @@ class Trainer:
         self.channels_last = cuda if c.channels_last is None else c.channels_last
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.autocast = c.precision == "bf16" or (c.precision == "auto" and _fast_bf16(device))
+        self.autocast = c.precision == "bf16" or (c.precision == "auto" and fast_bf16(device))
         self.ema = EMA(self.model, c.ema_decay) if c.ema_decay > 0 else None
         self.net = distributed.wrap(self.env, self.model, device)
         if c.compile:
@@ -354,7 +352,7 @@ class Trainer:
         now = time.perf_counter()
         rate = window.steps / (now - window.start)
         if self.env.is_main:
-            with _writing(self.out, "metrics.jsonl", self._kept()):
+            with writing(self.out, "metrics.jsonl", self._kept()):
                 self.metrics.write({
                     "step": self.step, "epoch": round(self.step / self.batches.steps_per_epoch, 4),
                     "loss": loss, "lr": self.optimizer.param_groups[0]["lr"],
@@ -373,8 +371,8 @@ class Trainer:
 
     def _diverged(self, what: str) -> MinidiffError:
         """The error that stops a diverged run, naming its likely cause."""
-        return MinidiffError(f"{what}: training diverged, {divergence_cause(self)}; "
-                             f"{self._kept()}")
+        cause = divergence_cause(self.dataset, self.config)
+        return MinidiffError(f"{what}: training diverged, {cause}; {self._kept()}")
 
     def _kept(self) -> str:
         if self.saved_step is None:
@@ -411,7 +409,7 @@ class Trainer:
                  "optimizer": self.optimizer.state_dict()}
         if not all_finite(state):
             raise self._diverged(f"the weights are not finite at step {self.step}")
-        with _writing(self.out, CHECKPOINT_NAME, self._kept()):
+        with writing(self.out, CHECKPOINT_NAME, self._kept()):
             save_checkpoint(self.out / CHECKPOINT_NAME, {
                 **state, "config": self.run_config(), "classes": list(self.dataset.classes),
                 "ema_updates": 0 if ema is None else self.ema.updates, "step": self.step,
@@ -425,7 +423,7 @@ class Trainer:
         images = preview(model, self.schedule, n_classes=self.unet_config.n_cfeat,
                          shape=tuple(self.dataset.images.shape[1:]), seed=self.config.seed)
         self.model.train()
-        with _writing(self.out, "the preview", self._kept()):
+        with writing(self.out, "the preview", self._kept()):
             return save_preview(self.out, self.step, images,
                                 n_classes=self.unet_config.n_cfeat)
 
@@ -440,93 +438,3 @@ class _Window:
     def add(self, loss: torch.Tensor) -> None:
         self.loss_sum += loss
         self.steps += 1
-
-
-def all_finite(state) -> bool:
-    """Is every floating-point tensor in `state` (nested dicts and lists) finite? One sync."""
-    tensors = []
-
-    def collect(value):
-        if isinstance(value, torch.Tensor):
-            if value.is_floating_point():
-                tensors.append(torch.isfinite(value).all())
-        elif isinstance(value, dict):
-            for v in value.values():
-                collect(v)
-        elif isinstance(value, (list, tuple)):
-            for v in value:
-                collect(v)
-
-    collect(state)
-    return not tensors or bool(torch.stack(tensors).all())
-
-
-def divergence_cause(trainer: Trainer) -> str:
-    """The likeliest reason a run diverged, as "likely because ..." with the fix."""
-    data = trainer.dataset
-    if not bool(torch.isfinite(data.images).all()):
-        return "because the training images hold NaN or inf values: fix --data"
-    if not bool(torch.isfinite(data.contexts).all()):
-        return "because the labels hold NaN or inf values: fix --labels"
-    c, causes = trainer.config, []
-    if c.optimizer == "adamw" and c.lr * c.weight_decay >= 1:
-        causes.append(f"--weight-decay {c.weight_decay:g} (each step multiplies the weights by "
-                      f"1 - lr x weight decay = {1 - c.lr * c.weight_decay:g}): lower it below "
-                      f"{1 / c.lr:g}")
-    if not c.grad_clip:
-        causes.append("--grad-clip 0: keep clipping on (the default is 1)")
-    if not causes or c.lr > 1e-2:
-        causes.append(f"--lr {c.lr:g}: lower it (the default is 0.004)")
-    return "likely from " + "; and ".join(causes)
-
-
-@contextlib.contextmanager
-def _writing(out: Path, what: str, kept: str = ""):
-    """Turn a failed write (a full disk, a read-only folder) into one line naming the fix."""
-    try:
-        yield
-    except OSError as error:
-        reason = error.strerror or type(error).__name__
-        fix = ("free some space" if error.errno in (errno.ENOSPC, errno.EDQUOT)
-               else "check its permissions")
-        tail = f"; {kept}" if kept else ""
-        raise MinidiffError(f"cannot write {what} in {out} ({reason}): {fix}, or pass another "
-                            f"--out{tail}") from None
-
-
-def _fast_bf16(device: torch.device) -> bool:
-    """Does `device` run bf16 matrix maths natively? CUDA GPUs that support it, and CPUs with
-    AVX512-BF16 or AMX (oneDNN then runs convolutions in bf16 about 1.7x faster than fp32)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        cpu = torch.cpu
-        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        return any(getattr(cpu, name, lambda: False)() for name in checks)
-    return False
-
-
-@contextlib.contextmanager
-def deferred_interrupt():
-    """Ctrl-C (SIGINT) and SIGTERM (torchrun stopping its workers) set a flag that the loop
-    checks between steps, so the checkpoint it then writes is never half a step; a second signal
-    stops at once."""
-    state = {"hit": False}
-
-    def handler(signum, frame):
-        if state["hit"]:
-            raise KeyboardInterrupt
-        state["hit"] = True
-
-    previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            previous[sig] = signal.signal(sig, handler)
-        except ValueError:  # not the main thread: leave the signals alone
-            pass
-    try:
-        yield state
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-

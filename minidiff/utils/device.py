@@ -27,3 +27,15 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     if kind == "mps" and not torch.backends.mps.is_available():
         raise MinidiffError("--device mps was asked for but this torch has no MPS; use --device cpu")
     return torch.device(name)
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Does `device` run bf16 matrix maths natively? CUDA GPUs that support it, and CPUs with
+    AVX512-BF16 or AMX (oneDNN then runs convolutions in bf16 about 1.7x faster than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = torch.cpu
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(cpu, name, lambda: False)() for name in checks)
+    return False

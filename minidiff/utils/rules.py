@@ -65,9 +65,11 @@ class Rule:
         if not math.isfinite(value):
             bounds = self._bounds()
             return "is not a finite number" + (f": it must be {bounds}" if bounds else "")
-        if self.low is not None and value < self.low or self.above is not None and value <= self.above:
+        if (self.low is not None and value < self.low
+                or self.above is not None and value <= self.above):
             return self._out_of_range("small")
-        if self.high is not None and value > self.high or self.below is not None and value >= self.below:
+        if (self.high is not None and value > self.high
+                or self.below is not None and value >= self.below):
             return self._out_of_range("large")
         return None
 

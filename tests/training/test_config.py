@@ -72,7 +72,8 @@ def test_presets_and_resumed_configs_are_checked_too():
 def test_cosine_schedule_warms_up_then_decays_to_zero():
     config = TrainConfig(warmup_steps=10, lr=1e-3)
     assert learning_rate(config, 0, 100, 10) == pytest.approx(1e-4)
-    assert learning_rate(config, 9, 100, 10) == pytest.approx(1e-3 * 0.5 * (1 + math.cos(0.09 * math.pi)))
+    cosine = 0.5 * (1 + math.cos(0.09 * math.pi))
+    assert learning_rate(config, 9, 100, 10) == pytest.approx(1e-3 * cosine)
     assert learning_rate(config, 100, 100, 10) == pytest.approx(0)
     assert learning_rate(config, 50, None, 10) == pytest.approx(1e-3)  # still fitting to --minutes
 
