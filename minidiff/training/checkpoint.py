@@ -177,10 +177,20 @@ def check_run_state(state: dict, path: Path) -> None:
     for name in ("step", "ema_updates"):
         if name in state and not (_is_int(state[name]) and state[name] >= 0):
             raise _malformed(path, f"{name} is {_show(state[name])}, not a count")
-    optimizer = state.get("optimizer", {})
-    if not (isinstance(optimizer, dict) and isinstance(optimizer.get("state", {}), dict)
-            and isinstance(optimizer.get("param_groups", []), list)):
-        raise _malformed(path, "its optimizer state is not a state_dict")
+    _check_optimizer(state.get("optimizer", {}), path)
+
+
+def _check_optimizer(optimizer, path: Path) -> None:
+    """A torch optimizer state_dict: groups listing parameter ids, per-id dicts of tensors."""
+    groups = optimizer.get("param_groups", []) if isinstance(optimizer, dict) else None
+    per_id = optimizer.get("state", {}) if isinstance(optimizer, dict) else None
+    ok = isinstance(groups, list) and isinstance(per_id, dict) and all(
+        isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups)
+    ids = [i for g in groups for i in g["params"]] if ok else []
+    known = set(ids)
+    ok = ok and all(_is_int(i) and i >= 0 for i in ids) and len(known) == len(ids)
+    if not (ok and all(k in known and isinstance(v, dict) for k, v in per_id.items())):
+        raise _malformed(path, "its optimizer state is not a torch optimizer's state_dict")
 
 
 def _check_plain(config, path: Path) -> None:
