@@ -11,11 +11,12 @@ Each step (DDPM Algorithm 1, as the course runs it):
 
 Around it (`TrainConfig` lists every knob): AdamW with a linear warm-up then cosine decay,
 gradient clipping, an EMA of the weights (`minidiff.ema`), bf16 autocast and channels_last on
-CUDA, torch.compile on request, data-parallel training under torchrun (`minidiff.training.distributed`).
+CUDA, torch.compile on request, data-parallel training under torchrun
+(`minidiff.training.distributed`).
 `preset="course"` turns all of that off and reproduces the course's run.
 
-Every draw of step s is a function of (seed, s) (`minidiff.training.batches`), so a run resumed from its
-checkpoint ends with exactly the weights of an uninterrupted one.
+Every draw of step s is a function of (seed, s) (`minidiff.training.batches`), so a run resumed
+from its checkpoint ends with exactly the weights of an uninterrupted one.
 
 The default recipe, and why (measured on the 2-core AVX512-BF16 CPU minidiff is developed on;
 `benchmarks/train_speed.py` and `benchmarks/train_quality.py` rerun the numbers):

@@ -8,8 +8,8 @@
       checkpoint.pt        weights, EMA, optimizer and step: `minidiff.training.checkpoint`'s layout
       .lock                held (flock) by the one process that writes here: `RunLock`
 
-Every file is written atomically (`minidiff.utils.atomic`) except metrics.jsonl, which is appended line
-by line; a resumed run first drops the lines logged after its checkpoint, and a torn last line
+Every file is written atomically (`minidiff.utils.atomic`) except metrics.jsonl, which is appended
+line by line; a resumed run first drops the lines logged after its checkpoint, and a torn last line
 (a write cut short by a kill or a full disk) with a warning. A process that dies releases its
 lock (the OS drops flock locks with the file descriptor), so a stale `.lock` file blocks nothing.
 """

@@ -88,17 +88,21 @@ class Trainer:
         self._build()
         if saved is not None:
             self._restore(saved)
-        if self.finished:
-            return  # nothing to write: `run` says so and stops
+        if not self.finished:  # a finished run writes nothing: `run` says so and stops
+            self._claim_folder(resumed=saved is not None)
+
+    def _claim_folder(self, resumed: bool) -> None:
+        """Lock the run folder (rank 0), clean it, write config.json and open metrics.jsonl; a
+        refusal on rank 0 is raised on every rank."""
         error = None
         if self.env.is_main:
             try:
                 with writing(self.out, "the run folder"):
-                    self.lock = claim_out(self.out, config.resume, say=self.say)
+                    self.lock = claim_out(self.out, self.config.resume, say=self.say)
                     try:
                         write_config(self.out, self.run_config())
-                        self.metrics = MetricsLog(self.out, self.step if saved else None,
-                                                  say=self.say)
+                        resume_step = self.step if resumed else None
+                        self.metrics = MetricsLog(self.out, resume_step, say=self.say)
                     except BaseException:
                         if self.lock.created:  # leave no empty run folder behind
                             shutil.rmtree(self.out, ignore_errors=True)
