@@ -162,14 +162,17 @@ def test_eval_writes_a_table_and_json(run_and_data, tmp_path, monkeypatch, capsy
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--n", "1"], "--n 1 is outside the valid range >= 2"),
+    (["--n", "1"], "--n: 1 is too small: it must be >= 2"),
     (["--data", "nowhere.npy"], "data 'nowhere.npy' does not exist"),
-    (["--classifier-steps", "0"], "--classifier-steps 0 is outside"),
-    (["--guidance", "x"], "--guidance 'x' is not a number"),
+    (["--classifier-steps", "0"], "--classifier-steps: 0 is too small"),
+    (["--guidance", "x"], "--guidance: 'x' is not a number"),
 ])
 def test_eval_bad_input_is_one_line(run_and_data, capsys, flags, message):
-    code = main(["eval", "--run", str(run_and_data / "run"), "--data",
-                 str(run_and_data / "items_16x16.npy"), *flags])
+    try:  # a bad flag stops in argparse (SystemExit 2), bad data in the command (returns 2)
+        code = main(["eval", "--run", str(run_and_data / "run"), "--data",
+                     str(run_and_data / "items_16x16.npy"), *flags])
+    except SystemExit as stop:
+        code = stop.code
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and message in err, err
 
