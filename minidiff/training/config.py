@@ -101,8 +101,8 @@ class TrainConfig:
     minutes: float | None = setting(None, "wall-clock budget; alone, the step count is fitted "
                                     "to it (default: no budget)", above=0)
     optimizer: str = setting("adamw", "adamw, or adam (the course's)", choices=OPTIMIZERS)
-    lr: float = setting(4e-3, "peak learning rate (see the module doc for the trials)",
-                        above=0, below=1)
+    lr: float = setting(4e-3, "peak learning rate, reached after the warm-up (the module "
+                        "docstring of minidiff/training/config.py has the trials)", above=0, below=1)
     weight_decay: float = setting(0.0, "AdamW's decoupled weight decay", low=0)
     warmup_steps: int = setting(50, "linear warm-up from 0 to --lr", low=0)
     lr_schedule: str = setting("cosine", "cosine to 0, constant, or course: lr (1 - epoch / "
