@@ -135,7 +135,7 @@ def part_environment(rec: Recorder, sizes: Sizes, device: str) -> None:
     info = {"python": platform.python_version(), "platform": platform.platform(),
             "cpus": os.cpu_count(), "torch": torch.__version__, "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version(), "triton": triton.__version__,
-            "numpy": numpy.__version__, "kernel_backend": runtime.backend(),
+            "numpy": numpy.__version__, "kernel_backend": runtime.choose_backend(),
             "commit": _git("rev-parse", "--short", "HEAD"),
             "uncommitted_files": len((_git("status", "--porcelain") or "").splitlines())}
     if device == "cuda":
@@ -208,6 +208,7 @@ def discover_kernels() -> dict:
     """Every public function of minidiff.kernels: today's and any added since."""
     from minidiff import kernels
 
+    kernels.load()
     names = getattr(kernels, "__all__", [n for n in dir(kernels) if not n.startswith("_")])
     return {n: getattr(kernels, n) for n in names if inspect.isfunction(getattr(kernels, n, None))}
 

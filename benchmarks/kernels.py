@@ -42,6 +42,8 @@ def eager_updates(schedule):
 def fused_updates(schedule):
     from minidiff import kernels
 
+    kernels.load()  # the GPU here (on_cuda), or Triton's interpreter
+
     return {
         "ddpm_step": lambda x_t, eps, t: kernels.ddpm_step(x_t, eps, t, schedule, seed=0, k=1),
         "ddim_step": lambda x_t, eps, t: kernels.ddim_step(x_t, eps, t, t - 20, schedule),
@@ -57,17 +59,20 @@ def _nbytes(tree, min_numel: int) -> int:
     return sum(a.numel() * a.element_size() for a in leaves if a.numel() >= min_numel)
 
 
-class _Traffic(TorchDispatchMode):
+class Traffic(TorchDispatchMode):
     """Eager torch's memory traffic, op by op: each aten op reads its tensor inputs and writes its
     outputs once (no caching assumed). Only image-sized tensors count (the per-sample coefficient
-    work is O(B)); views move nothing; allocation reads nothing; a random or fill op only writes."""
+    work is O(B)); views move nothing; allocation reads nothing; a random or fill op only writes.
+
+    `bytes` and `ops` are the totals; `log` lists each counted pass as (aten op, bytes per
+    element), an element being one of the `min_numel` of an image-sized tensor."""
 
     WRITE_ONLY = ("normal_", "uniform_", "fill_", "zero_", "zeros", "full", "randn_like",
                   "rand_like", "zeros_like", "ones_like", "full_like")  # fmt: skip
 
     def __init__(self, min_numel: int):
         super().__init__()
-        self.min_numel, self.bytes, self.ops = min_numel, 0, 0
+        self.min_numel, self.bytes, self.ops, self.log = min_numel, 0, 0, []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
@@ -78,13 +83,14 @@ class _Traffic(TorchDispatchMode):
         self.ops += 1  # image-sized passes
         read = 0 if name in self.WRITE_ONLY else _nbytes((args, kwargs), self.min_numel)
         self.bytes += read + written
+        self.log.append((name, (read + written) / self.min_numel))
         return out
 
 
 def eager_bytes_per_element(name: str, n: int = 32 * 768) -> tuple[float, int]:
     schedule = make_schedule()
     x, eps, t = torch.randn(32, n // 32), torch.randn(32, n // 32), torch.full((32,), 300)
-    with _Traffic(min_numel=n) as traffic:
+    with Traffic(min_numel=n) as traffic:
         eager_updates(schedule)[name](x, eps, t)
     return traffic.bytes / n, traffic.ops
 

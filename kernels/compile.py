@@ -7,8 +7,9 @@ the update needs, and registers and spills from ptxas's own log.
 
 Pointer arguments (and `n_per_sample`, the per-sample length) get the `tt.divisibility` 16
 attribute that the JIT infers for aligned tensors; without it nothing vectorises. Run
-`python -m minidiff.kernels.compile` for the table. Kernels must be defined as real JIT functions, not for the interpreter, so
-`compile_all` runs itself in a subprocess with TRITON_INTERPRET=0 when needed.
+`python -m minidiff.kernels.compile` for the table. Kernels must be defined as real JIT
+functions, not for the interpreter, so `compile_all` runs itself in a subprocess with
+TRITON_INTERPRET=0 when needed.
 """
 
 from __future__ import annotations

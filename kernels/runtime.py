@@ -1,11 +1,15 @@
 """Where the Triton kernels run: natively on a CUDA GPU, else in Triton's CPU interpreter.
 
+The choice is one explicit call, `choose_backend()`, made before the kernels are used:
+`minidiff.kernels.load()` makes it, and so do the tests' conftest.py and chapter 7. Importing this
+module (or `minidiff.kernels`) sets no environment variable and imports no Triton.
+
 The interpreter is chosen by TRITON_INTERPRET=1, which Triton reads when a `@triton.jit` function
 is defined, including its own library functions (`tl.randn` and friends) defined when
-`triton.language` is first imported. So this module must run before triton is imported; the
-package `__init__` imports it first. If something imported triton earlier (torch.compile probes
-for it), `_interpret_triton_language` re-wraps triton's library functions for the interpreter.
-It prints nothing; the CLI says which backend it is using.
+`triton.language` is first imported. So `choose_backend` is best called before anything imports
+triton; if something did (torch.compile probes for it, or a kernel module was imported first),
+it re-wraps the `@triton.jit` functions already defined, Triton's and minidiff's, for the
+interpreter. It prints nothing; the CLI says which backend it is using.
 """
 
 from __future__ import annotations
@@ -15,37 +19,56 @@ import sys
 
 import torch
 
-# An explicit TRITON_INTERPRET=0 or 1 is obeyed (`compile.py` sets 0 to compile for GPUs it lacks);
-# unset, the interpreter is chosen exactly when there is no CUDA device.
-_REQUESTED = os.environ.get("TRITON_INTERPRET", "")
-INTERPRETED = _REQUESTED == "1" or (_REQUESTED == "" and not torch.cuda.is_available())
-#: True when the kernels run natively on a CUDA device rather than in the interpreter.
-ON_CUDA = not INTERPRETED and torch.cuda.is_available()
+_chosen: str | None = None  # "cuda" or "interpreter", once `choose_backend` has run
+
+
+def choose_backend() -> str:
+    """Choose where the kernels run, once, and return it: "cuda" or "interpreter".
+
+    An explicit TRITON_INTERPRET=0 or 1 is obeyed (`compile.py` sets 0 to compile for GPUs it
+    lacks); unset, the interpreter is chosen exactly when there is no CUDA device.
+    """
+    global _chosen
+    if _chosen is None:
+        requested = os.environ.get("TRITON_INTERPRET", "")
+        interpreted = requested == "1" or (requested == "" and not torch.cuda.is_available())
+        if interpreted:
+            os.environ["TRITON_INTERPRET"] = "1"
+            _interpret_loaded_jit_functions()
+        _chosen = "interpreter" if interpreted or not torch.cuda.is_available() else "cuda"
+    return _chosen
 
 
 def backend() -> str:
-    """One word for the CLI's status line: "cuda" or "interpreter"."""
-    return "cuda" if ON_CUDA else "interpreter"
+    """The chosen backend, one word for the CLI's status line: "cuda" or "interpreter"."""
+    if _chosen is None:
+        raise RuntimeError("no kernel backend chosen yet: call minidiff.kernels.load() (or "
+                           "minidiff.kernels.runtime.choose_backend()) first")
+    return _chosen
 
 
-def _interpret_triton_language() -> None:
-    """Make triton.language's own @jit functions interpretable after a too-early import."""
+def on_cuda() -> bool:
+    """True when the kernels run natively on a CUDA device rather than in the interpreter."""
+    return backend() == "cuda"
+
+
+def _interpret_loaded_jit_functions() -> None:
+    """Make the @jit functions defined before the choice interpretable: triton.language's own
+    and those of minidiff's kernel modules."""
+    prefixes = ("triton.language", "minidiff.kernels")
+    modules = [m for name, m in list(sys.modules.items()) if name.startswith(prefixes) and m]
+    if not modules:
+        return
     from triton.runtime.interpreter import InterpretedFunction
     from triton.runtime.jit import JITFunction
 
-    modules = [m for name, m in list(sys.modules.items()) if name.startswith("triton.language")]
-    from triton.language import core
-
+    namespaces = list(modules)
+    if "triton.language.core" in sys.modules:
+        namespaces.append(sys.modules["triton.language.core"].tensor)  # x.sum() and co are @jit
     wrapped = {}  # id(JITFunction) -> its InterpretedFunction, shared by every name for it
-    for namespace in [*modules, core.tensor]:  # tensor methods such as x.sum() are @jit too
+    for namespace in namespaces:
         for name, value in list(vars(namespace).items()):
             if isinstance(value, JITFunction):
                 if id(value) not in wrapped:
                     wrapped[id(value)] = InterpretedFunction(value.fn)
                 setattr(namespace, name, wrapped[id(value)])
-
-
-if INTERPRETED:
-    os.environ["TRITON_INTERPRET"] = "1"
-    if "triton.language" in sys.modules:
-        _interpret_triton_language()

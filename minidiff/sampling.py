@@ -152,12 +152,14 @@ def _fused_update(config: SamplerConfig):
 
 
 def load_kernels():
-    """`minidiff.kernels`, or a one-line MinidiffError when Triton is not installed."""
+    """`minidiff.kernels`, loaded (`kernels.load()`: the GPU or Triton's interpreter chosen), or a
+    one-line MinidiffError when Triton is not installed."""
+    from minidiff import kernels  # imports no Triton
+
     try:
-        from minidiff import kernels
+        return kernels.load()
     except ImportError as error:
         if "triton" not in str(error).lower():
             raise
         raise MinidiffError("--fused needs Triton, which is not installed here (pip install "
                             "triton; Linux only); sample without --fused") from None
-    return kernels

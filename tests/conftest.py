@@ -5,8 +5,12 @@ which picks "ci"):
 - "ci": derandomized (the same examples on every run, so CI is reproducible), fewer examples;
 - "dev": random, more examples, for hunting counterexamples locally.
 `deadline=None` everywhere: the Triton interpreter and the first torch call are slow to warm up.
+
+Where the kernels run is chosen here, explicitly and before any test module imports Triton:
+natively on a CUDA GPU, else in Triton's CPU interpreter (`minidiff.kernels.runtime`).
 """
 
+import importlib.util
 import os
 
 import pytest
@@ -25,6 +29,11 @@ settings.register_profile("dev", deadline=None, max_examples=100, print_blob=Tru
 settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev")
 )
+
+if importlib.util.find_spec("triton") is not None:
+    from minidiff.kernels import runtime
+
+    runtime.choose_backend()
 
 
 @pytest.fixture(scope="module")

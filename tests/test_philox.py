@@ -1,7 +1,7 @@
 """The NumPy Philox spec against Triton's own `tl.randint4x` / `tl.rand` / `tl.randn`, and the torch
 twin against the spec.
 
-Triton runs natively when CUDA is present, else in its interpreter (`minidiff.kernels.runtime`).
+Triton runs natively when CUDA is present, else in its interpreter (chosen in conftest.py).
 Integers must match bit for bit; floats within 1e-6 (log/cos may differ in the last bit).
 """
 
@@ -13,12 +13,12 @@ import triton.language as tl
 from compare import assert_close
 from hypothesis import example, given
 from hypothesis import strategies as st
-from minidiff.kernels import runtime  # picks the interpreter when there is no CUDA device
+from minidiff.kernels import runtime
 from minidiff.reference import philox as ref
 
 from minidiff import philox as torch_philox
 
-DEVICE = "cuda" if runtime.ON_CUDA else "cpu"
+DEVICE = "cuda" if runtime.on_cuda() else "cpu"  # chosen in conftest.py
 FLOAT_TOL = {"atol": 1e-6, "rtol": 1e-6}
 BLOCK = 64
 

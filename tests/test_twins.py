@@ -69,7 +69,7 @@ needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
 def test_kernel_wrappers_take_the_reference_parameters_then_keyword_extras(name, reference):
     from minidiff import kernels
 
-    wrapper = getattr(kernels, name)
+    wrapper = getattr(kernels.load(), name)
     parameters = list(inspect.signature(wrapper).parameters.values())
     expected = parameter_names(reference)
     got = [p.name for p in parameters[: len(expected)]]

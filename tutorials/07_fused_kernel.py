@@ -20,10 +20,6 @@
 # `tests/kernels/test_compile.py`, `tests/test_philox.py`.
 
 # %%
-from minidiff import kernels  # first: it picks the GPU or the interpreter before triton loads
-
-# isort: split
-
 import ast
 import importlib.util
 import inspect
@@ -38,12 +34,12 @@ import torch
 from _plot import COLOURS, bar_plot
 from _tutorial import OUT, SMALL, pick
 from minidiff.kernels import compile as aot
-from minidiff.kernels import launch
 from minidiff.reference import philox as ref_philox
 from minidiff.reference import samplers as ref
 from minidiff.reference.schedules import make_schedule as make_ref_schedule
 
 import minidiff
+from minidiff import kernels
 from minidiff import philox as torch_philox
 from minidiff import samplers
 from minidiff.data.images import save_grid
@@ -52,6 +48,7 @@ from minidiff.data.sprites import make_sprites
 ROOT = Path(minidiff.__file__).resolve().parents[1]
 if SMALL:  # tiny tensors: on a busy 2-core machine a second thread only waits (see _trained.py)
     torch.set_num_threads(1)
+kernels.load()  # the explicit choice, before Triton loads: this machine's GPU, or the interpreter
 print("kernels run on:", kernels.runtime.backend())
 
 # %% [markdown]
@@ -77,25 +74,10 @@ bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench)  # benchmarks/ is a folder of scripts, not a package
 
 
-class TrafficByOp(bench._Traffic):
-    """The benchmark's traffic counter, also recording each operation's bytes per element."""
-
-    def __init__(self, n: int):
-        super().__init__(min_numel=n)
-        self.n, self.log = n, []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        before = self.bytes
-        out = super().__torch_dispatch__(func, types, args, kwargs)
-        if self.bytes > before:
-            self.log.append((func.overloadpacket.__name__, (self.bytes - before) / self.n))
-        return out
-
-
 schedule = minidiff.make_schedule()  # the course's linear schedule, T = 500, float64 tables
 x_t, eps = torch.randn(32, 3, 16, 16), torch.randn(32, 3, 16, 16)
 t = torch.full((32,), 300)
-with TrafficByOp(x_t.numel()) as traffic:
+with bench.Traffic(min_numel=x_t.numel()) as traffic:  # traffic.log: (op, bytes per element)
     bench.eager_updates(schedule)["ddpm_step"](x_t, eps, t)
 for op, nbytes in traffic.log:
     print(f"  {op:12} {nbytes:4.0f} bytes per element")
@@ -189,7 +171,7 @@ for term, pattern in terms.items():
 # 3 x 29 x 29 = 2,523 elements, more than one block:
 
 # %%
-grid, block, num_warps = launch.launch_geometry(batch=3, n_per_sample=3 * 29 * 29)
+grid, block, num_warps = kernels.launch.launch_geometry(batch=3, n_per_sample=3 * 29 * 29)
 print(f"3 samples of 2,523 elements: grid {grid} programs, BLOCK {block}, {num_warps} warps "
       f"({block // (32 * num_warps)} elements per thread)")
 

@@ -32,7 +32,7 @@ COURSE = make_ref_schedule()  # linear, T = 500
 def kernels():
     from minidiff import kernels
 
-    assert kernels.runtime.ON_CUDA, "the kernels chose the interpreter on a CUDA machine"
+    assert kernels.load().runtime.on_cuda(), "the kernels chose the interpreter on a CUDA machine"
     return kernels
 
 

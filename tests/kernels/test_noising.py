@@ -17,7 +17,7 @@ from strategies import schedules, seeds
 
 from minidiff.schedules import Schedule, make_schedule
 
-DEVICE = "cuda" if runtime.ON_CUDA else "cpu"
+DEVICE = "cuda" if runtime.on_cuda() else "cpu"  # chosen in conftest.py
 shapes = st.tuples(st.integers(0, 4)).flatmap(
     lambda b: st.sampled_from([b, (*b, 1), (*b, 7), (*b, 3, 16, 16), (*b, 3, 29, 29), (*b, 0)])
 )

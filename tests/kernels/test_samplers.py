@@ -20,7 +20,7 @@ from strategies import schedules, seeds
 from minidiff import philox, samplers
 from minidiff.schedules import Schedule, make_schedule
 
-DEVICE = "cuda" if runtime.ON_CUDA else "cpu"
+DEVICE = "cuda" if runtime.on_cuda() else "cpu"  # chosen in conftest.py
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # per-sample shapes: a scalar, one element, a prime, a sprite, more than one 2048-element block
 SAMPLE_SHAPES = [(), (1,), (7,), (3, 5, 5), (3, 16, 16), (3, 29, 29), (0,)]
