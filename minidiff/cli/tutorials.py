@@ -16,7 +16,9 @@ Needs the notebook extra: `pip install -e ".[notebooks]"` (jupytext, nbclient, i
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -27,6 +29,7 @@ from minidiff.utils.errors import MinidiffError
 TUTORIALS = Path(__file__).resolve().parents[2] / "tutorials"  # beside the package in a clone
 HELPERS = ("_tutorial.py", "_trained.py", "_plot.py")
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+SAVED = re.compile(r"(/\S+?\.png)\b")  # the absolute paths a chapter prints as it saves pictures
 
 
 def add_arguments(parser) -> None:
@@ -65,10 +68,26 @@ def main(args) -> int:
             raise MinidiffError(f"{chapter.name} stopped in a cell: {last} (the notebook, with "
                                 f"the traceback in that cell, is {path})") from None
         finally:  # a failed chapter is still written, with the error in its cell
+            show_pictures(notebook)
             jupytext.write(notebook, path, fmt="ipynb")
         print(f"{path}: {len(notebook.cells)} cells run in {time.perf_counter() - start:.0f} s")
     print(f"pictures in {out / 'out'}; open the notebooks with `jupyter lab {out}`")
     return 0
+
+
+def show_pictures(notebook) -> None:
+    """Below each cell that printed "saved X.png", the picture itself, embedded in the notebook."""
+    from nbformat.v4 import new_output  # installed with jupytext
+
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        printed = "".join(out.get("text", "") for out in cell.outputs if out.output_type == "stream")
+        for name in dict.fromkeys(SAVED.findall(printed)):  # in order, once each
+            if Path(name).is_file():
+                png = base64.b64encode(Path(name).read_bytes()).decode("ascii")
+                cell.outputs.append(new_output("display_data",
+                                               data={"image/png": png, "text/plain": name}))
 
 
 def select_chapters(numbers: str | None) -> list[Path]:

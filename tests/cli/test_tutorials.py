@@ -27,6 +27,8 @@ def test_chapter_one_runs_as_a_notebook(tmp_path):
     outputs = [out for cell in code for out in cell["outputs"]]
     assert not [out for out in outputs if out["output_type"] == "error"]
     assert any("saved" in "".join(out.get("text", "")) for out in outputs)
+    pictures = [out for out in outputs if "image/png" in out.get("data", {})]
+    assert len(pictures) >= 4, "the pictures a cell saves are shown below it"
     assert (tmp_path / "out" / "01_variance.png").is_file(), "pictures land in DIR/out"
     assert (tmp_path / "_tutorial.py").is_file(), "the helpers sit beside the notebooks"
 
