@@ -1,12 +1,25 @@
-"""The ContextUnet: the course's exact size, shapes for both archs, contexts, and clear errors."""
+"""The two networks behind build_unet: the course's exact size and keys, checkpoints saved before
+the split still loading, shapes for both archs, contexts, and clear errors."""
+
+from pathlib import Path
 
 import pytest
 import torch
+from compare import assert_close
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from minidiff.training.config import ARCHS as TRAIN_ARCHS
 from minidiff.utils.errors import MinidiffError
-from minidiff.unet import ARCHS, ContextUnet, UnetConfig, build_unet
+from minidiff.unet import (
+    ARCHS,
+    NETWORKS,
+    ContextUnet,
+    CourseUnet,
+    MinidiffUnet,
+    UnetConfig,
+    build_unet,
+)
 
 COURSE_PARAMS = 1_481_027  # n_feat=64, n_cfeat=5, height=16, with the registered 1x1 shortcut
 SHORTCUT_PARAMS = 3 * 64 + 64  # the course's 3 -> 64 1x1 conv, which it never registered
@@ -16,15 +29,19 @@ def n_params(model):
     return sum(p.numel() for p in model.parameters())
 
 
+def net(arch="minidiff", **kwargs):
+    return build_unet(UnetConfig(arch=arch, **kwargs))
+
+
 def test_course_arch_has_the_courses_parameter_count():
-    model = ContextUnet(arch="course")
+    model = net("course")
     assert n_params(model) == COURSE_PARAMS
     assert n_params(model) - SHORTCUT_PARAMS == 1_480_771  # the course's own "about 1.48 M"
     assert isinstance(model.init_conv.shortcut, torch.nn.Conv2d)
 
 
 def test_course_arch_keeps_the_courses_module_names():
-    names = set(ContextUnet(arch="course").state_dict())
+    names = set(net("course").state_dict())
     for key in ("init_conv.conv1.0.weight", "down2.model.1.conv2.1.running_mean",
                 "timeembed1.model.0.weight", "contextembed2.model.2.bias", "up0.0.weight",
                 "up1.model.0.weight", "out.3.bias", "up2.model.2.conv1.0.weight"):
@@ -35,8 +52,28 @@ def test_default_config_builds_the_minidiff_arch():
     config = UnetConfig()
     assert (config.arch, config.in_channels, config.n_feat, config.n_cfeat, config.height) == (
         "minidiff", 3, 64, 5, 16)
+    assert type(build_unet(config)) is MinidiffUnet and n_params(build_unet(config)) == 1_663_628
     model = build_unet(UnetConfig(arch="course", n_feat=16))
-    assert model.arch == "course" and model.n_feat == 16
+    assert type(model) is CourseUnet and model.arch == "course" and model.n_feat == 16
+    assert ARCHS == ("course", "minidiff")
+    assert set(ARCHS) == set(TRAIN_ARCHS)  # the torch-free config's copy of the choice
+    assert all(issubclass(c, ContextUnet) and c.arch == a for a, c in NETWORKS.items())
+
+
+# Saved by the one-class ContextUnet (before the split into CourseUnet and MinidiffUnet), n_feat=8,
+# height=8, with perturbed buffers: its state dicts, an input and the eps_theta it gave.
+BEFORE_THE_SPLIT = Path(__file__).parent / "fixtures" / "unet_state_dicts.pt"
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_state_dicts_saved_before_the_split_load_and_give_the_same_eps_theta(arch):
+    saved = torch.load(BEFORE_THE_SPLIT, weights_only=True)[arch]
+    model = build_unet(UnetConfig(**saved["config"])).eval()
+    model.load_state_dict(saved["state_dict"])  # strict: the same keys and shapes
+    assert list(model.state_dict()) == list(saved["state_dict"])  # in the same order
+    with torch.no_grad():  # equal up to float32 rounding (thread counts change sum orders)
+        eps_theta = model(saved["x"], saved["t"], saved["c"])
+    assert_close(eps_theta, saved["eps_theta"], atol=1e-6, rtol=1e-6, what=f"{arch} eps_theta")
 
 
 @settings(max_examples=20)
@@ -47,7 +84,7 @@ def test_default_config_builds_the_minidiff_arch():
 @example(arch="minidiff", height=32, batch=2, channels=3, seed=0)
 def test_output_has_the_inputs_shape(arch, height, batch, channels, seed):
     torch.manual_seed(seed)
-    model = ContextUnet(in_channels=channels, n_feat=16, n_cfeat=5, height=height, arch=arch)
+    model = net(arch, in_channels=channels, n_feat=16, n_cfeat=5, height=height)
     x = torch.randn(batch, channels, height, height)
     c = torch.eye(5)[torch.randint(0, 5, (batch,))]
     eps_theta = model(x, torch.rand(batch, 1, 1, 1), c)
@@ -57,7 +94,7 @@ def test_output_has_the_inputs_shape(arch, height, batch, channels, seed):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_time_shapes_agree_and_none_is_the_zero_context(arch):
     torch.manual_seed(0)
-    model = ContextUnet(n_feat=16, arch=arch).eval()
+    model = net(arch, n_feat=16).eval()
     x, t = torch.randn(3, 3, 16, 16), torch.rand(3)
     with torch.no_grad():
         flat = model(x, t, None)
@@ -72,7 +109,7 @@ def test_time_shapes_agree_and_none_is_the_zero_context(arch):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_unconditional_network(arch):
-    model = ContextUnet(n_feat=16, n_cfeat=0, arch=arch)
+    model = net(arch, n_feat=16, n_cfeat=0)
     x = torch.randn(2, 3, 16, 16)
     assert model(x, torch.rand(2)).shape == x.shape
     with pytest.raises(MinidiffError, match="unconditional"):
@@ -81,7 +118,7 @@ def test_unconditional_network(arch):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_parameter_gets_a_gradient(arch):
-    model = ContextUnet(n_feat=16, arch=arch)
+    model = net(arch, n_feat=16)
     x, c = torch.randn(4, 3, 16, 16), torch.eye(5)[:4]
     model(x, torch.rand(4), c).square().mean().backward()
     unused = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.any()]
@@ -96,14 +133,14 @@ def one_line_error(call, match):
 
 @pytest.mark.parametrize("height", [18, 2, 0, 30])
 def test_height_not_divisible_by_four_is_refused(height):
-    one_line_error(lambda: ContextUnet(height=height), "multiple of 4")
+    one_line_error(lambda: net(height=height), "multiple of 4")
 
 
 def test_bad_arguments_are_refused_in_one_line():
-    model = ContextUnet(n_feat=16, arch="course")
+    model = net("course", n_feat=16)
     x = torch.randn(2, 3, 16, 16)
-    one_line_error(lambda: ContextUnet(arch="resnet"), "course, minidiff")
-    one_line_error(lambda: ContextUnet(n_feat=12), "multiple of 8")
+    one_line_error(lambda: net("resnet"), "course, minidiff")
+    one_line_error(lambda: net(n_feat=12), "multiple of 8")
     one_line_error(lambda: model(torch.randn(2, 3, 32, 32), torch.rand(2)), "height=32")
     one_line_error(lambda: model(x, torch.rand(3)), "one t / T per image")
     one_line_error(lambda: model(x, torch.rand(2), torch.zeros(2, 4)), "one context vector")

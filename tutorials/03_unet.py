@@ -11,9 +11,11 @@
 # - how minidiff's default "minidiff" architecture differs, and what both cost in parameters and
 #   time.
 #
-# **Code this chapter explains:** `minidiff/unet.py` (`ContextUnet`, `UnetConfig`, `build_unet`,
-# and the blocks `ResidualConvBlock`, `UnetDown`, `UnetUp`, `EmbedFC`, `ResBlock`). Tests:
-# `tests/test_unet.py`. The network is untrained here; chapter 4 trains it.
+# **Code this chapter explains:** `minidiff/unet.py` (`UnetConfig`, `build_unet`),
+# `minidiff/unet_base.py` (`ContextUnet`, what both networks share), `minidiff/unet_course.py`
+# (`CourseUnet` and its blocks `ResidualConvBlock`, `UnetDown`, `UnetUp`, `EmbedFC`) and
+# `minidiff/unet_minidiff.py` (`MinidiffUnet`, `ResBlock`). Tests: `tests/test_unet.py`. The
+# network is untrained here; chapter 4 trains it.
 
 # %%
 import inspect
@@ -26,7 +28,7 @@ from PIL import Image
 
 from minidiff.data.images import grid, to_uint8
 from minidiff.data.sprites import CLASSES, make_sprites
-from minidiff.unet import ContextUnet, UnetConfig, build_unet
+from minidiff.unet import CourseUnet, UnetConfig, build_unet
 
 torch.manual_seed(0)
 if SMALL:  # tiny tensors: on a busy 2-core machine a second thread only waits (see _trained.py)
@@ -104,10 +106,10 @@ print_trace(seen)
 # (B, C, 1, 1) so that they broadcast over a feature map.
 #
 # ## Where time and context enter
-# Here is the forward pass, straight from `minidiff/unet.py`:
+# Here is the forward pass, straight from `minidiff/unet_course.py`:
 
 # %%
-print(inspect.getsource(ContextUnet._forward_course))
+print(inspect.getsource(CourseUnet.eps_theta))
 
 # %% [markdown]
 # The time and context touch the network in exactly two places, both in the decoder:
@@ -184,8 +186,8 @@ with torch.no_grad():
 
 # %% [markdown]
 # ## minidiff's architecture
-# The default `arch="minidiff"` keeps the U but changes what is cheap and steady on a CPU (the
-# module docstring gives the reasons): the image is cut into 2x2 patches stacked as channels
+# The default `arch="minidiff"` keeps the U but changes what is cheap and steady on a CPU
+# (`minidiff/unet_minidiff.py`'s docstring gives the reasons): the image is cut into 2x2 patches stacked as channels
 # (16x16x3 becomes 8x8x12), one residual block per level with GroupNorm instead of BatchNorm,
 # sinusoidal time features, a 4x4 middle block instead of the 1x1 vector, and time and context
 # added together into one embedding that scales and shifts every block ("FiLM"), not only two
