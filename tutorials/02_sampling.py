@@ -15,7 +15,7 @@
 # `SamplerConfig`, `sample_loop`), its specification `reference/samplers.py`, the one-line
 # entry point `minidiff/pipeline.py` (`minidiff.load`, `Pipeline.sample`), the noise stream
 # `minidiff/philox.py`, and `minidiff/data/images.py` (`save_grid`, `save_gif`). Tests:
-# `tests/test_samplers.py`.
+# `tests/test_samplers.py`, `tests/test_sampling.py`, `tests/test_pipeline.py`.
 #
 # Sampling needs a trained network. Chapter 4 trains one; run on its own, this chapter trains
 # the same one first (a few minutes at full size; see `tutorials/_trained.py`).

@@ -14,8 +14,8 @@
 # **Code this chapter explains:** `minidiff/pipeline.py` (`Pipeline.contexts`, `Pipeline.sample`
 # with `classes=`, `mix=`, `guidance=`), `minidiff/samplers.py` (`guided_eps`, `sample_loop`),
 # where c enters the network in `minidiff/unet.py` (chapter 3), and the measurements in
-# `minidiff/evaluation/metrics.py` (`conditional_accuracy`, `evaluate`). Tests: `tests/test_samplers.py`
-# (`test_guidance_formula`, `test_class_and_mix_contexts`).
+# `minidiff/evaluation/metrics.py` (`conditional_accuracy`, `evaluate`). Tests: `tests/test_sampling.py`
+# (`test_guidance_formula`) and `tests/test_pipeline.py` (`test_class_and_mix_contexts`).
 #
 # This chapter samples with the pipeline's default sampler, DDIM with 25 steps (chapter 6
 # explains it; `sampler="ddpm"` gives the course's 500 steps, 20 times slower). It needs chapter

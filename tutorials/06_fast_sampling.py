@@ -14,7 +14,7 @@
 # **Code this chapter explains:** `minidiff/samplers.py` (`ddim_step`, `ddim_timesteps`,
 # `minidiff/sampling.py` (`SamplerConfig`), its specification `reference/samplers.py`, and the measurements of
 # `minidiff/evaluation/metrics.py` (`evaluate`, what `python -m minidiff eval` prints, see
-# `minidiff/cli/eval.py`). Tests: `tests/test_samplers.py`.
+# `minidiff/cli/eval.py`). Tests: `tests/test_samplers.py`, `tests/test_sampling.py`.
 #
 # It needs chapter 4's trained run (trained first if missing: a few minutes at full size) and
 # the feature classifier of `minidiff/evaluation/metrics.py` (about 2 minutes the first time). The quality

@@ -1,0 +1,55 @@
+"""minidiff's Pipeline (minidiff/pipeline.py): sample's determinism for a seed, contexts from
+class names, indices and mixes, and its one-line errors for bad input."""
+
+import pytest
+import torch
+from compare import assert_close
+from tiny_denoiser import tiny_pipeline
+
+PIPE = tiny_pipeline()
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_sampling_is_deterministic_for_a_seed():
+    a = PIPE.sample(3, steps=5, eta=0.5, seed=7)
+    assert torch.equal(a, PIPE.sample(3, steps=5, eta=0.5, seed=7))
+    assert not torch.allclose(a, PIPE.sample(3, steps=5, eta=0.5, seed=8))
+    assert a.shape == (3, 3, 16, 16) and a.dtype == torch.float32
+
+
+def test_class_and_mix_contexts():
+    c = PIPE.contexts(5, classes=["hero", 2])  # names and indices, cycled over the batch
+    assert c.tolist() == [[1, 0, 0, 0, 0], [0, 0, 1, 0, 0]] * 2 + [[1, 0, 0, 0, 0]]
+    assert PIPE.contexts(2, classes="Side-Facing").tolist() == [[0, 0, 0, 0, 1]] * 2
+    mixes = [{"hero": 1, "food": 0.6}, [1, 0, 0, 0, 1]]  # the course's hand-written vectors
+    assert_close(PIPE.contexts(3, mix=mixes), [[1, 0, 0.6, 0, 0], [1, 0, 0, 0, 1], [1, 0, 0.6, 0, 0]])
+    assert PIPE.contexts(4) is None  # the null context
+    a = PIPE.sample(2, steps=3, mix=[1.0, 0, 0.6, 0, 0])
+    assert not torch.allclose(a, PIPE.sample(2, steps=3, classes="hero"))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"classes": "dragon"}, "unknown class 'dragon'; this run's classes are hero, non-hero"),
+        ({"classes": 5}, r"class index 5 is outside \[0, 4\]"),
+        ({"mix": [1, 0]}, "a mix vector needs 5 numbers"),
+        ({"mix": {"hero": float("nan")}}, "mix weight nan is outside the valid range"),
+        ({"classes": "hero", "mix": [1, 0, 0, 0, 0]}, "not both"),
+        ({"guidance": 2.0}, "guidance needs a context"),
+        ({"steps": 0}, r"steps=0 is outside the valid range \[1, 500\]"),
+        ({"eta": 2.0}, r"eta=2.0 is outside the valid range \[0, 1\]"),
+        ({"sampler": "euler"}, "sampler 'euler' is not one of ddim, ddpm, ddpm-no-noise"),
+        ({"n": 0}, "n=0 must be a positive number"),
+        ({"seed": -1}, r"seed must be in \[0, 2\*\*32\)"),
+    ],
+)
+def test_sample_rejects_bad_input(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PIPE.sample(**{"n": 2, "steps": 2, **kwargs})
+
+
+def test_unconditional_run_refuses_classes():
+    with pytest.raises(ValueError, match="trained without classes"):
+        tiny_pipeline(n_cfeat=0).sample(2, steps=2, classes="hero")
