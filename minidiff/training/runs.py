@@ -54,8 +54,8 @@ def resume_checkpoint(out: str | os.PathLike) -> Path:
         return path
     if (out / CONFIG_NAME).is_file():
         raise MinidiffError(f"--resume: {out} has no {CHECKPOINT_NAME} yet (the run stopped before "
-                            "its first checkpoint); run the same command without --resume to "
-                            "start it again")
+                            "its first checkpoint); start it again: the command that began it, "
+                            f"with --out {out} and without --resume")
     raise MinidiffError(f"--resume: there is no {CHECKPOINT_NAME} in {out} to continue from; "
                         "check --out, or drop --resume to start a new run")
 
@@ -204,8 +204,8 @@ def preview(model, schedule: Schedule, *, n_classes: int, shape, seed: int, per_
 
     DDIM with `sampling.sample_loop` (the course's spacing: 500, 480, ..., 20, 0 for T = 500) at
     eta = 1, not the course's eta = 0: fresh noise at each jump corrects a young network's errors
-    where deterministic DDIM follows them (a 1,245-step default-recipe run: FID 0.55 against 0.93; see
-    benchmarks/RESULTS.md, Sampling). The noise is seeded and the same at every preview, so the
+    where deterministic DDIM follows them (a 1,245-step default-recipe run: FID 0.55 against 0.93;
+    see benchmarks/RESULTS.md, Sampling). The noise is seeded and the same at every preview, so the
     grids show training progress rather than new draws.
     """
     rows = n_classes or 4

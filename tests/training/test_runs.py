@@ -127,7 +127,7 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again_without_ceremony(
     assert (out / "config.json").exists() and not (out / "checkpoint.pt").exists()
     code, err, _ = run_cli(["--resume", "--out", str(out)], capsys)
     assert code == 2 and "has no checkpoint.pt yet (the run stopped before its first" in err
-    assert "run the same command without --resume to start it again" in err
+    assert f"start it again: the command that began it, with --out {out} and without " in err
     code, err, printed = run_cli([*TINY, "--steps", "4", "--out", str(out)], capsys)
     assert code == 0, err
     assert "stopped before its first checkpoint: starting it again" in printed
