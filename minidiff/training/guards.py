@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
+import shutil
 import signal
 from pathlib import Path
 
 import torch
 
 from minidiff.utils.errors import MinidiffError
+
+# How torch.save's writer words a failed write; below LOW_SPACE bytes free, a disk counts as full
+TORCH_WRITE_FAILURES = ("unexpected pos", "iostream error", "PytorchStreamWriter failed",
+                        "file write failed")
+LOW_SPACE = 64 * 2**20
 
 
 @contextlib.contextmanager
@@ -82,13 +89,23 @@ def divergence_cause(dataset, config) -> str:
 
 @contextlib.contextmanager
 def writing(out: Path, what: str, kept: str = ""):
-    """Turn a failed write (a full disk, a read-only folder) into one line naming the fix."""
+    """Turn a failed write (a full disk, a read-only folder) into one line naming the fix.
+
+    torch.save writes through C++ and reports a full disk as a RuntimeError ("unexpected pos",
+    "iostream error"), not an OSError: those count as failed writes too, and the free space
+    left says whether the disk was full.
+    """
     try:
         yield
-    except OSError as error:
-        reason = error.strerror or type(error).__name__
-        fix = ("free some space" if error.errno in (errno.ENOSPC, errno.EDQUOT)
-               else "check its permissions")
+    except (OSError, RuntimeError) as error:
+        if isinstance(error, OSError):
+            code, reason = error.errno, error.strerror or type(error).__name__
+        elif any(words in str(error) for words in TORCH_WRITE_FAILURES):
+            code = errno.ENOSPC if shutil.disk_usage(out).free < LOW_SPACE else None
+            reason = os.strerror(errno.ENOSPC) if code else "the write failed"
+        else:
+            raise
+        fix = "free some space" if code in (errno.ENOSPC, errno.EDQUOT) else "check its permissions"
         tail = f"; {kept}" if kept else ""
         raise MinidiffError(f"cannot write {what} in {out} ({reason}): {fix}, or pass another "
                             f"--out{tail}") from None

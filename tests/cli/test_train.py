@@ -4,6 +4,7 @@ fix, and nothing written or lost; its help shows every default."""
 import argparse
 import errno
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -213,3 +214,29 @@ def test_resuming_with_another_thread_count_is_allowed_with_a_note(finished_run,
     assert "note: --threads 1 differs from the default this run trained with" in printed
     assert "not be bit-for-bit" in printed
     assert load_checkpoint(finished_run / "checkpoint.pt")["step"] == 6
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MB tmpfs, nearly full (needs mount rights: root in a container; else skipped)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3M", "tmpfs", str(mount)],
+                          capture_output=True, check=False)
+    if done.returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        (mount / "filler").write_bytes(bytes(2_500_000))
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_really_full_disk_is_one_line_and_leaves_no_temporary(small_disk, capsys):
+    """Case 8 on a real full disk: torch.save fails mid-checkpoint (n_feat 64: 6 MB)."""
+    out = small_disk / "run"
+    code, err = run_cli([*TINY, "--n-feat", "64", "--steps", "2", "--checkpoint-every", "1",
+                         "--out", str(out)], capsys)
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "cannot write checkpoint.pt" in err and "No space left on device" in err
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "config.json"]

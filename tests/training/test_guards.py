@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from minidiff.training import TrainConfig
+from minidiff.training import TrainConfig, guards
 from minidiff.training.guards import all_finite, divergence_cause, writing
 from minidiff.utils.errors import MinidiffError
 
@@ -39,3 +39,14 @@ def test_a_failed_write_is_one_line_naming_the_fix(tmp_path):
                        r"free some space, or pass another --out; kept"):
         with writing(tmp_path, "x", "kept"):
             raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_torch_saves_runtime_error_on_a_full_disk_is_a_failed_write(tmp_path, monkeypatch):
+    """torch.save reports a full disk as RuntimeError("... unexpected pos ..."): one line too."""
+    monkeypatch.setattr(guards.shutil, "disk_usage", lambda path: SimpleNamespace(free=1000))
+    with pytest.raises(MinidiffError, match=r"\(No space left on device\): free some space"):
+        with writing(tmp_path, "checkpoint.pt"):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 6 vs 5")
+    with pytest.raises(RuntimeError, match="a bug"):  # anything else is not a write failure
+        with writing(tmp_path, "checkpoint.pt"):
+            raise RuntimeError("a bug")
