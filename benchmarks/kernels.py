@@ -36,7 +36,11 @@ def eager_updates(schedule):
         noise = torch.randn_like(x_t)
         return noising.q_sample(x_t, t, noise, schedule), noise
 
-    return {"ddpm_step": ddpm, "ddim_step": ddim, "q_sample": q_sample}
+    def dpm_solver(x_t, eps, t):  # second order; eps stands in for the previous x0_theta
+        return samplers.dpm_solver_step(x_t, eps, t, t - 20, schedule, eps, t + 20)
+
+    return {"ddpm_step": ddpm, "ddim_step": ddim, "q_sample": q_sample,
+            "dpm_solver_step": dpm_solver}
 
 
 def fused_updates(schedule):
@@ -48,10 +52,13 @@ def fused_updates(schedule):
         "ddpm_step": lambda x_t, eps, t: kernels.ddpm_step(x_t, eps, t, schedule, seed=0, k=1),
         "ddim_step": lambda x_t, eps, t: kernels.ddim_step(x_t, eps, t, t - 20, schedule),
         "q_sample": lambda x_t, eps, t: kernels.q_sample(x_t, t, None, schedule, seed=0),
+        "dpm_solver_step": lambda x_t, eps, t: kernels.dpm_solver_step(
+            x_t, eps, t, t - 20, schedule, eps, t + 20),
     }
 
 
-MIN_TENSORS = {"ddpm_step": 3, "ddim_step": 3, "q_sample": 3}  # float32 tensors read + written
+MIN_TENSORS = {"ddpm_step": 3, "ddim_step": 3, "q_sample": 3,  # float32 tensors read + written
+               "dpm_solver_step": 5}  # x_t, eps_theta, x0_theta_prev -> x_s, x0_theta
 
 
 def _nbytes(tree, min_numel: int) -> int:

@@ -21,6 +21,7 @@ from minidiff.kernels import runtime
 WRAPPERS = {
     "ddim_step": "minidiff.kernels.samplers",
     "ddpm_step": "minidiff.kernels.samplers",
+    "dpm_solver_step": "minidiff.kernels.dpm_solver",
     "q_sample": "minidiff.kernels.noising",
 }
 
@@ -28,7 +29,7 @@ __all__ = [*WRAPPERS, "runtime"]
 
 
 def load():
-    """Choose the backend (`runtime.choose_backend`), import the kernels, and return this package."""
+    """Choose the backend (`runtime.choose_backend`), import the kernels, return this package."""
     runtime.choose_backend()
     for name in WRAPPERS:
         __getattr__(name)

@@ -39,15 +39,20 @@ class Variant:
     dtype: str = "float32"  # storage dtype of every (B, N) tensor
     noise: str = "philox"  # NOISE constexpr: "philox" (drawn in-kernel), "tensor" or "none"
     clip_x0: bool = False  # DDIM's CLIP_X0
+    second_order: bool = False  # DPM-Solver++'s SECOND_ORDER (reads x0_theta_prev)
 
     @property
     def name(self) -> str:
         clip = "+clip" if self.clip_x0 else ""
+        if self.kernel == "dpm_solver_step":
+            return f"{self.kernel}[order {1 + self.second_order}, {self.dtype}]"
         return f"{self.kernel}[{self.noise}{clip}, {self.dtype}]"
 
     def min_bytes_per_element(self) -> int:
         """Bytes each element must move: its tensors read and written once, nothing else."""
-        tensors = {"ddpm_step": 3, "ddim_step": 3, "q_sample": 3}[self.kernel]  # e.g. x, eps, out
+        tensors = {"ddpm_step": 3, "ddim_step": 3, "q_sample": 3}.get(self.kernel)  # x, eps, out
+        if self.kernel == "dpm_solver_step":  # x_t, eps_theta (, x0_theta_prev) -> x_s, x0_theta
+            tensors = 4 + self.second_order
         return _BYTES[self.dtype] * (tensors + (self.noise == "tensor"))
 
 
@@ -60,6 +65,9 @@ VARIANTS = (
     Variant("ddim_step", "float32", "none"),
     Variant("ddim_step", "float32", "philox", clip_x0=True),
     Variant("q_sample", "float32", "philox"),
+    Variant("dpm_solver_step", "float32", "none"),
+    Variant("dpm_solver_step", "float32", "none", second_order=True),
+    Variant("dpm_solver_step", "bfloat16", "none", second_order=True),
 )
 
 
@@ -109,7 +117,7 @@ def memory_ops(ptx: str, kind: str) -> dict:
 
 
 def _kernel_and_signature(variant: Variant):
-    from minidiff.kernels import noising, samplers
+    from minidiff.kernels import dpm_solver, noising, samplers
 
     data, i64, f64 = f"*{_TY[variant.dtype]}", "i64", "*fp64"
     if variant.kernel == "ddpm_step":
@@ -124,6 +132,12 @@ def _kernel_and_signature(variant: Variant):
                "alpha_bar_ptr": f64, "eta": "fp32", "z_ptr": data, "philox_seed": i64,
                "out_ptr": data, "n_per_sample": "i32"}  # fmt: skip
         constexprs = {"CLIP_X0": variant.clip_x0, "NOISE": variant.noise, "BLOCK": BLOCK}
+    elif variant.kernel == "dpm_solver_step":
+        fn = dpm_solver._dpm_solver_step_kernel
+        sig = {"x_t_ptr": data, "eps_theta_ptr": data, "t_ptr": "*i64", "s_ptr": "*i64",
+               "alpha_bar_ptr": f64, "x0_theta_prev_ptr": data, "t_prev_ptr": "*i64",
+               "x_s_ptr": data, "x0_theta_ptr": data, "n_per_sample": "i32"}  # fmt: skip
+        constexprs = {"SECOND_ORDER": variant.second_order, "BLOCK": BLOCK}
     else:
         fn = noising._q_sample_kernel
         sig = {"x0_ptr": data, "t_ptr": "*i64", "alpha_bar_ptr": f64, "philox_seed": i64,

@@ -2,8 +2,10 @@
 
 The loops (`sample_loop`, configured by `SamplerConfig`) are the course's: DDPM walks t = T..1
 (DDPM Algorithm 2), its "no noise" variant sets z = 0 at every step to show the collapse to
-average blobs, and DDIM jumps through `ddim_timesteps` (Song et al. 2021, eq. 12). Classifier-free
-guidance (Ho & Salimans 2022, eq. 6) runs both halves in one batched forward pass.
+average blobs, and DDIM jumps through `ddim_timesteps` (Song et al. 2021, eq. 12). DPM-Solver++(2M)
+(Lu et al. 2022b) walks `dpm_solver_timesteps`, carrying the previous update's x0_theta.
+Classifier-free guidance (Ho & Salimans 2022, eq. 6) runs both halves in one batched forward
+pass, at every timestep or only inside `guidance_interval` (Kynkaanniemi et al. 2024).
 
 Noise follows the convention of `minidiff.reference.philox`: x_T is step k = 0's noise and the
 k-th update draws step k's, each indexed by element, so sample i's images do not depend on the
@@ -20,24 +22,37 @@ from dataclasses import dataclass
 import torch
 
 from minidiff.philox import randn_like_step
-from minidiff.samplers import SPACINGS, ddim_step, ddim_timesteps, ddpm_step
+from minidiff.samplers import (
+    DPM_SPACINGS,
+    SPACINGS,
+    ddim_step,
+    ddim_timesteps,
+    ddpm_step,
+    dpm_solver_step,
+    dpm_solver_timesteps,
+)
 from minidiff.schedules import Schedule
 from minidiff.utils.errors import MinidiffError
 
 __all__ = ["SAMPLERS", "SamplerConfig", "guided_eps", "load_kernels", "sample_loop"]
 
-SAMPLERS = ("ddim", "ddpm", "ddpm-no-noise")
+SAMPLERS = ("ddim", "ddpm", "ddpm-no-noise", "dpm++2m")
+FEW_STEP = ("ddim", "dpm++2m")  # the samplers that take `steps`
 
 
 @dataclass
 class SamplerConfig:
     """How to walk from noise to images; `python -m minidiff sample` maps its flags onto this."""
 
-    sampler: str = "ddim"  # "ddim", "ddpm" (all T steps) or "ddpm-no-noise" (the course's z = 0 demo)
-    steps: int = 25  # DDIM jumps (the course's demo: 25); DDPM always takes T
+    sampler: str = "ddim"  # "ddim", "ddpm" (all T steps), "ddpm-no-noise" (the course's z = 0
+    # demo) or "dpm++2m" (DPM-Solver++(2M), Lu et al. 2022b: second order, deterministic)
+    steps: int = 25  # DDIM / DPM-Solver++ updates (the course's demo: 25); DDPM always takes T
     eta: float = 0.0  # DDIM noise: 0 deterministic (the course), 1 DDPM-like (DDIM eq. 16)
-    spacing: str = "course"  # DDIM timesteps: "course" = range(T, 0, -(T // steps)), or "uniform"
+    spacing: str | None = None  # timesteps: "course" = range(T, 0, -(T // steps)), "uniform", or
+    # for DPM-Solver++ also "trailing" (T..0 evenly); None: "course" for DDIM, "trailing" for DPM
     guidance: float | None = None  # classifier-free scale s in eps_u + s (eps_c - eps_u); None: off
+    guidance_interval: tuple[int, int] | None = None  # (lo, hi) in timesteps t: guide only where
+    # lo <= t <= hi, plain conditional eps elsewhere (Kynkaanniemi et al. 2024); None: every t
     clip_x0: bool = False  # DDIM: clamp the predicted x0 to [-1, 1] (the course does not)
     fused: bool = False  # run each update as one Triton kernel (minidiff.kernels)
     save_every: int | None = None  # frames: DDPM keeps t % 20 == 0 (course), DDIM every step
@@ -46,27 +61,46 @@ class SamplerConfig:
         """Raise a one-line MinidiffError for a setting that cannot run on a T-step schedule."""
         if self.sampler not in SAMPLERS:
             raise MinidiffError(f"sampler {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
-        if self.sampler == "ddim" and not 1 <= self.steps <= T:
+        if self.sampler in FEW_STEP and not 1 <= self.steps <= T:
             raise MinidiffError(f"steps={self.steps} is outside the valid range [1, {T}]")
         if not 0.0 <= self.eta <= 1.0:
             raise MinidiffError(f"eta={self.eta} is outside the valid range [0, 1]")
-        if self.spacing not in SPACINGS:
-            raise MinidiffError(f"spacing {self.spacing!r} is not one of {', '.join(SPACINGS)}")
+        spacings = DPM_SPACINGS if self.sampler == "dpm++2m" else SPACINGS
+        if self.spacing is not None and self.spacing not in spacings:
+            raise MinidiffError(f"spacing {self.spacing!r} is not one of {', '.join(spacings)}"
+                                + (" (trailing is for dpm++2m)"
+                                   if self.spacing in DPM_SPACINGS else ""))
         if self.guidance is not None and not math.isfinite(self.guidance):
             raise MinidiffError(f"guidance={self.guidance} must be a finite scale, e.g. 0 to 8")
+        if self.guidance_interval is not None:
+            lo, hi = self.guidance_interval
+            if self.guidance is None:
+                raise MinidiffError("a guidance interval needs a guidance scale (--guidance S)")
+            if not 0 <= lo <= hi <= T:
+                raise MinidiffError(f"guidance interval {lo},{hi} must satisfy 0 <= lo <= hi <= {T}")
         if self.save_every is not None and self.save_every < 1:
             raise MinidiffError(f"save_every={self.save_every} must be at least 1")
 
     def timesteps(self, T: int) -> list[int]:
         """The timesteps visited, from T down to 0; each consecutive pair (t, s) is one update."""
         if self.sampler == "ddim":
-            return [int(t) for t in ddim_timesteps(T, self.steps, self.spacing)]
+            return [int(t) for t in ddim_timesteps(T, self.steps, self.spacing or "course")]
+        if self.sampler == "dpm++2m":
+            return [int(t) for t in dpm_solver_timesteps(T, self.steps, self.spacing or "trailing")]
         return list(range(T, -1, -1))
+
+    def guidance_at(self, t: int) -> float | None:
+        """The guidance scale for the update from timestep t: None (no guidance: the plain,
+        conditional eps_theta) outside the interval, the scale s inside it."""
+        if self.guidance_interval is None:
+            return self.guidance
+        lo, hi = self.guidance_interval
+        return self.guidance if lo <= t <= hi else None
 
     def keeps_frame(self, t: int, k: int, T: int, n_updates: int) -> bool:
         """Is x after update k (from timestep t) an animation frame? The course keeps
         `i % 20 == 0 or i == T or i < 8` for DDPM (32 frames of 500) and every DDIM step."""
-        if self.sampler == "ddim":
+        if self.sampler in FEW_STEP:
             every = self.save_every or 1
             return k % every == 0 or k == n_updates
         return t % (self.save_every or 20) == 0 or t == T or t < 8
@@ -107,7 +141,7 @@ def sample_loop(model, schedule: Schedule, shape, c=None, config: SamplerConfig 
     frames, frame_timesteps = [], []
     for k in range(1, len(visited)):
         t, s = visited[k - 1], visited[k]
-        eps_theta = guided_eps(model, x, t_over_T[k - 1].expand(batch), c, config.guidance)
+        eps_theta = guided_eps(model, x, t_over_T[k - 1].expand(batch), c, config.guidance_at(t))
         if config.fused:
             x = update(x, eps_theta.float(), t_device[k - 1].expand(batch),
                        t_device[k].expand(batch), schedule, seed, k)
@@ -131,7 +165,24 @@ def _torch_update(config: SamplerConfig):
         z = randn_like_step(x, seed, k) if config.eta > 0 else None
         return ddim_step(x, eps_theta, t, s, schedule, config.eta, z, config.clip_x0)
 
+    if config.sampler == "dpm++2m":
+        return _multistep(dpm_solver_step)
     return ddim if config.sampler == "ddim" else ddpm
+
+
+def _multistep(dpm_solver_step):
+    """x_t -> x_s with DPM-Solver++(2M), which keeps one update's state for the next: the
+    previous x0_theta and the timestep it was predicted at (Algorithm 2's buffer Q). The first
+    update has none and is first order. No noise: the solver is deterministic."""
+    previous = (None, None)  # (x0_theta_prev, t_prev)
+
+    def dpm(x, eps_theta, t, s, schedule, seed, k):
+        nonlocal previous
+        x_s, x0_theta = dpm_solver_step(x, eps_theta, t, s, schedule, *previous)
+        previous = (x0_theta, t)
+        return x_s
+
+    return dpm
 
 
 def _fused_update(config: SamplerConfig):
@@ -148,6 +199,8 @@ def _fused_update(config: SamplerConfig):
         return kernels.ddim_step(x, eps_theta, t, s, schedule, eta=config.eta,
                                  clip_x0=config.clip_x0, seed=noise_seed, k=k)
 
+    if config.sampler == "dpm++2m":
+        return _multistep(kernels.dpm_solver_step)
     return ddim if config.sampler == "ddim" else ddpm
 
 

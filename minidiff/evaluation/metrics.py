@@ -278,7 +278,8 @@ def evaluate(pipe, dataset: Dataset, sampler, n: int = 1000, seed: int = 0,
     start = time.perf_counter()
     samples = pipe.sample(n, sampler.sampler, sampler.steps, sampler.eta, mix=mix,
                           guidance=sampler.guidance if conditional else None, seed=seed,
-                          fused=sampler.fused, spacing=sampler.spacing).cpu()
+                          fused=sampler.fused, spacing=sampler.spacing,
+                          guidance_interval=sampler.guidance_interval if conditional else None).cpu()
     seconds = time.perf_counter() - start
     contexts = pipe.contexts(n, mix=mix).cpu() if conditional else None
     real_feats = features(classifier, dataset.images[ref])
