@@ -1,8 +1,14 @@
 """`minidiff.load`: a trained run, ready to sample from Python in one line.
 
-    pipe = minidiff.load("runs/sprites")              # newest run under runs/ when None
-    images = pipe.sample(32, classes="hero")          # (32, 3, 16, 16) float, [-1, 1]
+    pipe = minidiff.load()                            # the newest run under runs/ (or a path)
+    images = pipe.sample(32, classes="hero")          # (32, 3, 16, 16) float32, clipped to [-1, 1]
     pixels = pipe.sample(8, mix={"hero": 1, "food": 0.6}, normalize="clip")  # (8, 16, 16, 3) uint8
+
+What `sample` returns: float32 images (n, C, H, W) clipped to [-1, 1], the range of the training
+data (the course's `Normalize(0.5, 0.5)`): `(images + 1) / 2` is ready for matplotlib, and
+`minidiff.data.images.save_grid` saves them. `clip=False` gives the sampler's raw output, which
+overshoots [-1, 1] a little (most at few steps); `normalize="clip"` or `"per-image"` gives uint8
+pixels (n, H, W, C), the course's `.npy` layout.
 
 A *context* c is what the network is conditioned on (the course's lab 3): a one-hot vector per
 class, any real vector to mix classes (the course's `[1, 0, 0.6, 0, 0]`), or the zero vector, the
@@ -15,6 +21,7 @@ Tutorial: tutorials/05_control.py.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -31,6 +38,10 @@ from minidiff.sampling import SamplerConfig, sample_loop
 from minidiff.schedules import Schedule
 
 __all__ = ["Pipeline", "load"]
+
+ETA = 1.0  # DDIM-25's better eta by FID on a default run (eta 1 vs 0, see cli/sample.py)
+BATCH_SIZE = 256  # images per network call: bounds memory whatever n (~30 MB at 16x16, n_feat 64)
+MIX_WEIGHTS = (-2.0, 2.0)  # the range a context weight may take (`mix_weight`)
 
 
 def load(run_or_ckpt: str | os.PathLike | None = None, device="auto", weights: str = "ema",
@@ -50,6 +61,7 @@ class Pipeline:
     classes: list[str]
     config: dict
     path: Path | None = None
+    batch_size: int = BATCH_SIZE  # images per network call, when `sample` is not told
 
     @property
     def n_cfeat(self) -> int:
@@ -81,29 +93,46 @@ class Pipeline:
         table = torch.stack(vectors)  # (k, n_cfeat), cycled over the batch
         return table[torch.arange(n) % len(table)].to(self.schedule.device)
 
-    def sample(self, n: int = 32, sampler: str = "ddim", steps: int = 25, eta: float = 0.0,
+    def sample(self, n: int = 32, sampler: str = "ddim", steps: int = 25, eta: float = ETA,
                classes=None, mix=None, guidance: float | None = None, seed: int = 0,
                fused: bool = False, return_intermediates: bool = False,
-               normalize: str | None = None, spacing: str = "course", save_every=None):
-        """Generate n images; see `SamplerConfig` for the sampler settings.
+               normalize: str | None = None, spacing: str | None = None, save_every=None,
+               clip: bool = True, batch_size: int = BATCH_SIZE, guidance_interval=None):
+        """Generate n images; see `SamplerConfig` for the sampler settings (`sampler="dpm++2m"`
+        with `steps`; `guidance_interval=(lo, hi)`: guide only at timesteps lo <= t <= hi).
 
-        Returns images (n, C, H, W) as the model made them (about [-1, 1]), or with `normalize`
-        ("clip" or "per-image", see `minidiff.data.images`) uint8 pixels (n, H, W, C). With
-        `return_intermediates`, returns (images, frames): frames stacked (F, n, ...) the same way.
+        Returns float32 images (n, C, H, W) clipped to [-1, 1] (`clip=False`: unclipped), or with
+        `normalize` ("clip" or "per-image", see `minidiff.data.images`) uint8 pixels (n, H, W, C).
+        With `return_intermediates`, returns (images, frames): frames stacked (F, n, ...) alike.
+
+        The network sees at most `batch_size` (default `self.batch_size`) images at once, so
+        memory does not grow with n.
+        Batch b draws its noise with `batch_seed(seed, b)`: image i depends on (seed, i,
+        batch_size) only, never on n, and for n <= batch_size the batch is one sampling loop.
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise MinidiffError(f"n={n!r} must be a positive number of images")
+        batch_size = self.batch_size if batch_size is None else batch_size
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise MinidiffError(f"batch_size={batch_size!r} must be a positive number of images")
         if normalize is not None and normalize not in NORMALIZE:
             raise MinidiffError(f"normalize={normalize!r} is not one of {', '.join(NORMALIZE)}")
         config = SamplerConfig(sampler=sampler, steps=steps, eta=eta, spacing=spacing,
-                               guidance=guidance, fused=fused, save_every=save_every)
+                               guidance=guidance, fused=fused, save_every=save_every,
+                               guidance_interval=guidance_interval)
         c = self.contexts(n, classes, mix)
-        x0, frames, _ = sample_loop(self.model, self.schedule, (n, *self.image_shape), c, config,
-                                    seed=seed, keep_frames=return_intermediates)
-        images = _pixels(x0, normalize)
+        images, frames = [], []
+        for b, first in enumerate(range(0, n, batch_size)):
+            size = min(batch_size, n - first)
+            x0, kept, _ = sample_loop(self.model, self.schedule, (size, *self.image_shape),
+                                      None if c is None else c[first:first + size], config,
+                                      seed=batch_seed(seed, b), keep_frames=return_intermediates)
+            images.append(_output(x0, normalize, clip))  # uint8 or on the CPU: frees the device
+            if return_intermediates:
+                frames.append(torch.stack([_output(f, normalize, clip) for f in kept]))
         if not return_intermediates:
-            return images
-        return images, torch.stack([_pixels(f, normalize) for f in frames])
+            return torch.cat(images)
+        return torch.cat(images), torch.cat(frames, dim=1)
 
     def _index(self, key) -> int:
         names = [c.lower() for c in self.classes]
@@ -127,9 +156,9 @@ class Pipeline:
         if isinstance(row, Mapping):
             vector = torch.zeros(self.n_cfeat)
             for key, weight in row.items():
-                vector[self._index(key)] = _finite(weight)
+                vector[self._index(key)] = mix_weight(weight)
             return vector
-        vector = torch.as_tensor([_finite(w) for w in row], dtype=torch.float32)
+        vector = torch.as_tensor([mix_weight(w) for w in row], dtype=torch.float32)
         if vector.shape != (self.n_cfeat,):
             raise MinidiffError(f"a mix vector needs {self.n_cfeat} numbers (one per class), "
                                 f"got {len(vector)}")
@@ -151,15 +180,30 @@ def _rows(spec, numbers_are_a_vector: bool = False) -> list:
                         "{name: weight} dict, a vector, or a non-empty list of them")
 
 
-def _finite(weight) -> float:
+def mix_weight(weight, name: str = "mix weight") -> float:
+    """A context weight, checked against `MIX_WEIGHTS`: the network was trained on 0 and 1 only,
+    and far outside them (hero=1e30) every image comes out black."""
     try:
         value = float(weight)
     except (TypeError, ValueError):
-        raise MinidiffError(f"mix weight {weight!r} is not a number") from None
-    if not math.isfinite(value):
-        raise MinidiffError(f"mix weight {weight!r} must be finite")
+        raise MinidiffError(f"{name} {weight!r} is not a number") from None
+    low, high = MIX_WEIGHTS
+    if not math.isfinite(value) or not low <= value <= high:
+        raise MinidiffError(f"{name} {weight!r} is outside the valid range [{low:g}, {high:g}] "
+                            "(the network was trained on weights 0 and 1)")
     return value
 
 
-def _pixels(x: torch.Tensor, normalize: str | None) -> torch.Tensor:
-    return x if normalize is None else torch.from_numpy(to_uint8(x, normalize))
+def batch_seed(seed: int, b: int) -> int:
+    """The noise seed of batch b: `seed` itself for the first, a hash of (seed, b) after it."""
+    if b == 0:
+        return seed
+    digest = hashlib.sha256(f"minidiff batch {seed} {b}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def _output(x: torch.Tensor, normalize: str | None, clip: bool) -> torch.Tensor:
+    """Sampler output -> what `sample` returns (its docstring)."""
+    if normalize is not None:
+        return torch.from_numpy(to_uint8(x, normalize))
+    return x.clamp(-1, 1) if clip else x

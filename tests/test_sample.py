@@ -1,36 +1,21 @@
 """`python -m minidiff sample`: every flag on a tiny untrained checkpoint, and bad input, each
 refused in one line with exit code 2 (a checkpoint crafted to run code on load included)."""
 
-import dataclasses
 import importlib.util
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from minidiff.training.checkpoint import save_checkpoint
+from sampling_runs import SCHEDULE, write_run
+
 from minidiff.cli import main
-from minidiff.data.sprites import CLASSES
-from minidiff.unet import UnetConfig, build_unet
-
-SCHEDULE = {"kind": "linear", "T": 500, "beta1": 1e-4, "beta2": 0.02}
-
-
-def write_run(folder, n_cfeat=5):
-    """A run folder holding an untrained n_feat=8 network: sampling plumbing needs no training."""
-    torch.manual_seed(0)
-    config = UnetConfig(n_feat=8, n_cfeat=n_cfeat)
-    model = build_unet(config)
-    state = {"config": {"unet": dataclasses.asdict(config), "schedule": SCHEDULE},
-             "classes": list(CLASSES[:n_cfeat]), "model": model.state_dict(),
-             "ema": model.state_dict()}
-    save_checkpoint(folder / "checkpoint.pt", state)
-    return folder
-
+from minidiff.training.checkpoint import save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -40,8 +25,16 @@ def run(tmp_path_factory):
     return write_run(tmp_path_factory.mktemp("runs") / "tiny")
 
 
+def run_cli(argv) -> int:
+    """The exit code of `minidiff ...`, whether argparse (SystemExit) or the command refused."""
+    try:
+        return main(argv)
+    except SystemExit as exit_:
+        return exit_.code
+
+
 def sample(run, tmp_path, *flags):
-    return main(["sample", "--run", str(run), "--device", "cpu", *flags])
+    return run_cli(["sample", "--run", str(run), "--device", "cpu", *flags])
 
 
 def test_grid_npy_and_contexts(run, tmp_path, capsys):
@@ -49,13 +42,15 @@ def test_grid_npy_and_contexts(run, tmp_path, capsys):
     code = sample(run, tmp_path, "--n", "6", "--steps", "5", "--class", "hero,2", "--seed", "4",
                   "--out", str(out), "--npy", str(npy), "--normalize", "per-image")
     assert code == 0
-    assert "6 sprites, DDIM 5 steps (eta 0), seed 4" in capsys.readouterr().out
+    assert "6 sprites, one column per class (hero, 2): DDIM 5 steps (eta 1), seed 4" in \
+        capsys.readouterr().out
     pixels, contexts = np.load(npy), np.load(tmp_path / "s_contexts.npy")
     assert pixels.shape == (6, 16, 16, 3) and pixels.dtype == np.uint8
     assert contexts.tolist() == [[1, 0, 0, 0, 0], [0, 0, 1, 0, 0]] * 3
     assert Image.open(out).size == (4 * (2 * 17 + 1), 4 * (3 * 17 + 1))  # a column per class
     sample(run, tmp_path, "--n", "6", "--steps", "5", "--class", "hero,2", "--seed", "4",
-           "--out", str(out), "--npy", str(tmp_path / "again.npy"), "--normalize", "per-image")
+           "--out", str(out), "--npy", str(tmp_path / "again.npy"), "--normalize", "per-image",
+           "--overwrite")
     assert np.array_equal(np.load(tmp_path / "again.npy"), pixels)  # a seed reproduces
 
 
@@ -84,17 +79,21 @@ def test_newest_run_is_the_default(run, tmp_path, monkeypatch, capsys):
     write_run(tmp_path / "runs" / "latest")
     monkeypatch.chdir(tmp_path)
     assert main(["sample", "--n", "1", "--steps", "1", "--device", "cpu"]) == 0
-    assert (tmp_path / "samples.png").is_file()
+    out = capsys.readouterr().out
+    assert out.startswith(f"run {Path('runs') / 'latest'} (the newest under runs/)")
+    assert (tmp_path / "runs" / "latest" / "samples" / "ddim-1-seed0.png").is_file()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="no Triton")
 def test_fused_says_it_runs_in_the_interpreter(run, tmp_path, capsys):
     base = ["--n", "2", "--steps", "3", "--eta", "1", "--out", str(tmp_path / "x.png")]
     assert sample(run, tmp_path, *base, "--npy", str(tmp_path / "t.npy")) == 0
-    assert sample(run, tmp_path, *base, "--npy", str(tmp_path / "f.npy"), "--fused") == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    assert sample(run, tmp_path, *base, "--npy", str(tmp_path / "f.npy"), "--fused",
+                  "--overwrite") == 0
+    out = capsys.readouterr().out
     if not torch.cuda.is_available():
-        assert "Triton interpreter" in lines[1]
+        assert "--fused: no CUDA GPU here, so the Triton kernels run through the Triton " \
+               "interpreter" in out
     difference = np.load(tmp_path / "t.npy").astype(int) - np.load(tmp_path / "f.npy")
     assert np.abs(difference).max() <= 1
 
@@ -116,31 +115,43 @@ def test_fused_without_triton_is_one_line(run, tmp_path):
 BAD_FLAGS = [
     (["--class", "dragon"], "unknown class 'dragon'; this run's classes are hero, non-hero"),
     (["--class", "7"], r"class index 7 is outside \[0, 4\]"),
+    (["--class", ","], "--class ',' names no class"),
     (["--mix", "hero=abc"], "--mix weight of hero 'abc' is not a number"),
     (["--mix", "wizard=1"], "unknown class 'wizard'"),
     (["--mix", "1,2"], "a mix vector needs 5 numbers"),
     (["--mix", "hero=1,2"], "mixes NAME=W and bare numbers"),
     (["--mix", ","], "is empty"),
-    (["--class", "hero", "--mix", "food=1"], "not both"),
-    (["--guidance", "2"], "--guidance needs --class or --mix"),
-    (["--guidance", "lots", "--class", "hero"], "--guidance 'lots' is not a number"),
-    (["--guidance", "nan", "--class", "hero"], "must be finite"),
-    (["--n", "0"], r"--n 0 is outside the valid range >= 1"),
-    (["--n", "many"], "--n 'many' is not an integer"),
-    (["--seed", "-1"], r"--seed -1 is outside the valid range \[0, 4294967295\]"),
-    (["--seed", str(2**32)], "outside the valid range"),
-    (["--steps", "0"], "--steps 0 is outside the valid range >= 1"),
-    (["--steps", "501"], r"steps=501 is outside the valid range \[1, 500\]"),
-    (["--steps", "2.5"], "--steps '2.5' is not an integer"),
+    (["--mix", "hero=1e30"], r"--mix weight of hero '1e30' is outside the valid range \[-2, 2\]"),
+    (["--mix", "1,0,0,0,inf"], r"--mix weight 'inf' is outside the valid range \[-2, 2\]"),
+    (["--class", "hero", "--mix", "food=1"], "give --class or --mix, not both"),
+    (["--guidance", "lots", "--class", "hero"], "argument --guidance: 'lots' is not a number"),
+    (["--guidance", "nan", "--class", "hero"], "--guidance: nan is not a finite number"),
+    (["--guidance", "1e30"], r"--guidance: 1e30 is too large: it must be <= 20 \(past about 10"),
+    (["--guidance", "-1"], "--guidance: -1 is too small: it must be >= 0"),
+    (["--n", "0"], "argument --n: 0 is too small: it must be >= 1"),
+    (["--n", "100001"], "argument --n: 100001 is too large: it must be <= 100,000"),
+    (["--n", "many"], "argument --n: 'many' is not a whole number"),
+    (["--batch-size", "0"], "argument --batch-size: 0 is too small: it must be >= 1"),
+    (["--threads", "100000"], r"--threads: 100000 is too large: it must be <= \d+ \(this machine"),
+    (["--seed", "-1"], "argument --seed: -1 is too small: it must be >= 0"),
+    (["--seed", str(2**32)], "argument --seed: 4294967296 is too large"),
+    (["--seed", "1e23"], "argument --seed: 1e23 is too large"),
+    (["--steps", "0"], "argument --steps: 0 is too small: it must be >= 1"),
+    (["--steps", "501"], "--steps 501 is too large: it must be <= 500, the run's T"),
+    (["--steps", "2.5"], "argument --steps: '2.5' is not a whole number"),
     (["--sampler", "ddpm", "--steps", "50"], "--steps is for --sampler ddim"),
     (["--sampler", "ddpm", "--eta", "1"], "--eta is for --sampler ddim"),
-    (["--eta", "1.5"], r"eta=1.5 is outside the valid range \[0, 1\]"),
-    (["--sampler", "euler"], "--sampler 'euler' is not one of ddim, ddpm, ddpm-no-noise"),
-    (["--spacing", "log"], "spacing 'log' is not one of course, uniform"),
-    (["--normalize", "gamma"], "--normalize 'gamma' is not one of clip, per-image"),
-    (["--weights", "best"], "--weights 'best' is not one of ema, model"),
-    (["--save-every", "0"], "--save-every 0 is outside the valid range >= 1"),
+    (["--eta", "1.5"], "argument --eta: 1.5 is too large: it must be <= 1"),
+    (["--sampler", "euler"], "argument --sampler: 'euler' is not one of ddim, ddpm"),
+    (["--spacing", "log"], "argument --spacing: 'log' is not one of "),
+    (["--normalize", "gamma"], "argument --normalize: 'gamma' is not one of clip, per-image"),
+    (["--weights", "best"], "argument --weights: 'best' is not one of ema, model"),
+    (["--save-every", "0"], "argument --save-every: 0 is too small: it must be >= 1"),
     (["--device", "tpu"], "--device 'tpu' is not one of auto, cpu, cuda, mps"),
+    (["--out", "x.jpg"], "x.jpg: minidiff writes this as PNG; give a name ending in .png"),
+    (["--gif", "x.png"], "x.png: minidiff writes this as GIF"),
+    (["--npy", "x.png"], "x.png: minidiff writes this as NPY"),
+    (["--n", "1025", "--gif"], "--gif animates every sprite: use --n <= 1024 with it"),
 ]
 
 
@@ -154,7 +165,8 @@ def assert_one_line_error(code, capsys, message):
 @pytest.mark.parametrize("flags, message", BAD_FLAGS, ids=[" ".join(f) for f, _ in BAD_FLAGS])
 def test_bad_flags(run, tmp_path, capsys, flags, message):
     fast = [] if "--steps" in flags or "ddpm" in flags else ["--steps", "1"]
-    code = sample(run, tmp_path, *fast, "--out", str(tmp_path / "x.png"), *flags)
+    out = [] if "--out" in flags else ["--out", str(tmp_path / "x.png")]
+    code = sample(run, tmp_path, *fast, *out, *flags)
     assert_one_line_error(code, capsys, message)
     assert not (tmp_path / "x.png").exists()
 
@@ -169,7 +181,9 @@ def test_bad_outputs(run, tmp_path, capsys):
 def test_unconditional_run_refuses_classes(tmp_path, capsys):
     plain = write_run(tmp_path / "plain", n_cfeat=0)
     code = sample(plain, tmp_path, "--class", "hero", "--out", str(tmp_path / "x.png"))
-    assert_one_line_error(code, capsys, r"trained without classes \(n_cfeat=0\)")
+    assert_one_line_error(code, capsys, r"--class: this run was trained without classes \(n_cfeat")
+    code = sample(plain, tmp_path, "--guidance", "2", "--out", str(tmp_path / "x.png"))
+    assert_one_line_error(code, capsys, "--guidance needs a run trained with classes")
 
 
 def test_bad_checkpoints(run, tmp_path, capsys, monkeypatch):

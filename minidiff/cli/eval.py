@@ -3,8 +3,10 @@
     python -m minidiff eval --run runs/NAME --data sprites --n 1000
     python -m minidiff eval --run runs/NAME --data items.npy --labels labels.npy --guidance 2
 
-Prints one table and writes the same numbers as JSON (`--json`, default eval.json). The feature
-classifier is trained on the first evaluation of a dataset and cached (see `minidiff.evaluation.metrics`).
+Prints one table and writes the same numbers as JSON to `runs/<run>/eval/<sampler>-<steps>-
+seed<k>.json` (or `--json`; the rules of `minidiff.cli.outputs`). The feature classifier is
+trained on the first evaluation of a dataset and cached (`minidiff.evaluation.metrics.cache_dir`:
+$MINIDIFF_CACHE, else ~/.cache/minidiff); the command says where, and whether it trained it.
 """
 
 from __future__ import annotations
@@ -14,56 +16,78 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from minidiff.utils.atomic import write_json
-from minidiff.data.datasets import load_dataset
-from minidiff.evaluation.metrics import ClassifierConfig, cache_dir, cached_classifier, evaluate
+from minidiff.cli import flags
+from minidiff.cli.outputs import Output, check_outputs, free_stem, write_together
 from minidiff.cli.sample import (
+    MAX_N,
     add_sampler_arguments,
-    check_writable,
     describe,
     fused_notice,
     load_pipeline,
-    number,
+    run_folder,
+    run_name,
     sampler_config,
+    threads,
 )
+from minidiff.data.datasets import load_dataset
+from minidiff.evaluation.metrics import ClassifierConfig, cache_dir, cached_classifier, evaluate
+from minidiff.utils.atomic import write_json
 
 
 def add_arguments(parser) -> None:
-    add_sampler_arguments(parser)
-    parser.add_argument("--data", default="sprites", help="'sprites' (built-in), a .npy file or "
-                        "an image folder: the data the run was trained on")
-    parser.add_argument("--labels", help="one-hot labels .npy for a .npy --data")
-    parser.add_argument("--n", default="1000", help="samples to draw (default 1000)")
-    parser.add_argument("--json", default="eval.json", help="where to write the numbers")
-    parser.add_argument("--classifier-steps", default=str(ClassifierConfig.steps),
-                        help=f"training steps of the feature classifier (default "
-                             f"{ClassifierConfig.steps}); each setting is cached separately")
+    add_sampler_arguments(parser, command="eval")
+    add = parser.add_argument
+    add("--data", default="sprites", help="'sprites' (built-in), a .npy file or an image folder: "
+        "the data the run was trained on")
+    add("--labels", help="one-hot labels .npy for a .npy --data")
+    add("--n", type=flags.integer(low=2, high=MAX_N), default=1000, help="samples to draw")
+    add("--json", help="where to write the numbers (default: runs/<run>/eval/<sampler>-<steps>-"
+        "seed<k>.json)")
+    add("--classifier-steps", type=flags.integer(low=1, high=1_000_000),
+        default=ClassifierConfig.steps, help="training steps of the feature classifier, cached "
+        f"per setting in $MINIDIFF_CACHE or ~/.cache/minidiff (here: {cache_dir()})")
 
 
 def main(args) -> int:
+    with threads(args.threads):
+        return _evaluate(args)
+
+
+def _evaluate(args) -> int:
     console = Console()
     pipe = load_pipeline(args)
+    pipe.batch_size = args.batch_size  # `evaluate` samples through the pipeline
     config = sampler_config(args, pipe.schedule.T)
-    n = number(args.n, "--n", int, low=2)
-    classifier_config = ClassifierConfig(
-        steps=number(args.classifier_steps, "--classifier-steps", int, low=1))
-    seed = number(args.seed, "--seed", int, low=0, high=2**32 - 1)
-    check_writable(Path(args.json))
+    classifier_config = ClassifierConfig(steps=args.classifier_steps)
+    if args.json:
+        output = Output("--json", Path(args.json), "json", chosen=True)
+    else:
+        stem = f"{config.sampler}-{len(config.timesteps(pipe.schedule.T)) - 1}-seed{args.seed}"
+        path = free_stem(run_folder(pipe) / "eval", stem, [".json"])
+        output = Output("--json", Path(f"{path}.json"), "json", chosen=False)
+    inputs = [pipe.path, Path(args.data) if args.data != "sprites" else None,
+              Path(args.labels) if args.labels else None]
+    check_outputs([output], inputs, args.overwrite)
     dataset = load_dataset(args.data, args.labels, image_size=pipe.image_shape[1])
+    print(f"run {run_name(pipe, args)}")
     notice = fused_notice(config)
     if notice:
         console.print(notice)
-    with console.status(f"feature classifier for {dataset.name} (trained once, cached in "
+    with console.status(f"feature classifier for {dataset.name} (trained once, then cached in "
                         f"{cache_dir()})"):
         classifier, info = cached_classifier(dataset, classifier_config)
-    with console.status(f"sampling {n} images: {describe(config, pipe.schedule.T)}"):
-        result = evaluate(pipe, dataset, config, n=n, seed=seed, classifier=classifier,
+    how = f"trained now in {info['seconds']:.0f} s" if info["trained"] else "read from the cache"
+    print(f"feature classifier: {info['path']} ({how}; held-out accuracy {info['accuracy']:.3f})")
+    with console.status(f"sampling {args.n} images: {describe(config, pipe.schedule.T)}"):
+        result = evaluate(pipe, dataset, config, n=args.n, seed=args.seed, classifier=classifier,
                           classifier_info=info)
-    result.update(run=str(pipe.path), sampler=describe(config, pipe.schedule.T),
-                  guidance=config.guidance, steps=len(config.timesteps(pipe.schedule.T)) - 1)
-    write_json(args.json, result)
+    result.update(run=str(run_folder(pipe)), sampler=describe(config, pipe.schedule.T),
+                  guidance=config.guidance, guidance_interval=config.guidance_interval,
+                  steps=len(config.timesteps(pipe.schedule.T)) - 1,
+                  threads=args.threads)
+    write_together([(output.path, lambda tmp: write_json(tmp, result))])
     console.print(table(result))
-    console.print(f"wrote {args.json}")
+    print(f"wrote {output.path}")
     return 0
 
 

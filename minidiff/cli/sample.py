@@ -1,141 +1,278 @@
 """`python -m minidiff sample`: generate sprites from a trained run.
 
-    python -m minidiff sample --run runs/NAME --sampler ddim --steps 25 --n 32 --out samples.png
-    python -m minidiff sample --class hero,food --guidance 2 --gif denoise.gif
-    python -m minidiff sample --mix hero=1,food=0.6 --mix 1,0,0,0,1 --npy samples.npy
+    python -m minidiff sample                    # newest run: one column per class, DDIM-25
+    python -m minidiff sample --class hero,food --guidance 2 --gif
+    python -m minidiff sample --mix hero=1,food=0.6 --mix 1,0,0,0,1 --npy
+    python -m minidiff sample --run runs/NAME --sampler ddpm --n 16 --out ddpm.png
 
-Numbers are read here rather than by argparse so that every bad value is one line and exit 2.
-Every file is written atomically. `minidiff eval` shares the sampler flags (`add_sampler_arguments`).
+Outputs go to `runs/<run>/samples/<sampler>-<steps>-seed<k>.png` (and `.gif`, `.npy` beside it)
+unless a path is given; `minidiff.cli.outputs` has the rules (nothing is written over an earlier
+output or an input, everything is checked before the sampling). `minidiff eval` shares the
+sampler flags (`add_sampler_arguments`).
 """
 
 from __future__ import annotations
 
-import math
+import argparse
+import contextlib
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from minidiff.cli import flags
+from minidiff.cli.outputs import Output, check_outputs, free_stem, write_together
+from minidiff.data.images import NORMALIZE, columns, save_gif, save_grid
+from minidiff.pipeline import BATCH_SIZE, ETA, MIX_WEIGHTS, Pipeline, load, mix_weight
+from minidiff.samplers import DPM_SPACINGS
+from minidiff.sampling import FEW_STEP, SAMPLERS, SamplerConfig, load_kernels
+from minidiff.training.config import CORES
 from minidiff.utils.atomic import write_npy
 from minidiff.utils.errors import MinidiffError
-from minidiff.data.images import NORMALIZE, save_gif, save_grid, to_uint8
-from minidiff.pipeline import Pipeline, load
-from minidiff.samplers import SPACINGS
-from minidiff.sampling import SAMPLERS, SamplerConfig, load_kernels
+
+MAX_N = 100_000  # sprites per command: the uint8 result stays under 100 MB at 16x16
+SHOWN = 1024  # the most sprites a PNG grid or GIF shows (the first ones; --npy keeps all)
+PER_CLASS = 8  # default rows: 8 draws of every class
+# CPU threads. One: on a busy 2-core machine two threads made a 0.3 s sample take 17.6 s (issue
+# 16) while one thread took 0.44 s; sprite-sized networks gain little from more.
+# benchmarks/sample_threads.py measures it (quiet and busy, 1 to all cores, OMP wait policy).
+THREADS = 1
+GUIDANCE = (0.0, 20.0)  # past ~10 the images burn out; 1e30 gave all-black sprites
 
 
-def add_sampler_arguments(parser) -> None:
-    """The flags that choose a run and a sampler, shared with `minidiff eval`."""
-    parser.add_argument("--run", help="run folder (default: the newest under runs/)")
-    parser.add_argument("--ckpt", help="a checkpoint.pt file (instead of --run)")
-    parser.add_argument("--weights", default="ema", help="ema (default) or model")
-    parser.add_argument("--sampler", default="ddim", help=f"{' | '.join(SAMPLERS)} (default ddim)")
-    parser.add_argument("--steps", help="DDIM steps (default 25); DDPM always takes all T")
-    parser.add_argument("--eta", help="DDIM noise in [0, 1] (default 0: deterministic)")
-    parser.add_argument("--spacing", default="course", help=f"DDIM timesteps: {', '.join(SPACINGS)}")
-    parser.add_argument("--guidance", help="classifier-free guidance scale s (needs --class/--mix)")
-    parser.add_argument("--seed", default="0", help="noise seed in [0, 2**32) (default 0)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
-    parser.add_argument("--fused", action="store_true", help="run each step as one Triton kernel")
+def add_sampler_arguments(parser, command: str = "sample") -> None:
+    """The flags that choose a run, a sampler and the machine, shared with `minidiff eval`."""
+    add = parser.add_argument
+    add("--run", help="run folder (default: the newest under runs/)")
+    add("--ckpt", help="a checkpoint.pt file (instead of --run)")
+    add("--weights", type=flags.choice(("ema", "model")), default="ema", metavar="{ema,model}",
+        help="the EMA average or the raw trained weights")
+    add("--sampler", type=flags.choice(SAMPLERS), default="ddim",
+        metavar="{" + ",".join(SAMPLERS) + "}", help="how to walk from noise to images")
+    add("--steps", type=flags.integer(low=1), help="DDIM / dpm++2m updates (default: 25); DDPM "
+        "always takes all T")
+    add("--eta", type=flags.number(low=0, high=1), help=f"DDIM noise: 0 deterministic, 1 "
+        f"DDPM-like (default: {ETA:g}, the lower FID of the two on a default run)")
+    add("--spacing", type=flags.choice(DPM_SPACINGS), default=None,
+        metavar="{" + ",".join(DPM_SPACINGS) + "}", help="which timesteps DDIM or dpm++2m visit "
+        "(default: course for DDIM, trailing = T..0 evenly for dpm++2m)")
+    steer = ("towards --class or --mix" if command == "sample"
+             else "towards the data's classes (a conditional run)")
+    add("--guidance", type=flags.number(low=GUIDANCE[0], high=GUIDANCE[1],
+                                        why="past about 10 the images burn out"),
+        help=f"classifier-free guidance scale s, steering {steer} (default: off)")
+    add("--guidance-interval", type=guidance_interval, metavar="LO,HI",
+        help="guide only at timesteps LO <= t <= HI (t in 0..T, not sigma), plain conditional "
+             "elsewhere; e.g. 60,410 on T = 500 (default: every t)")
+    add("--seed", type=flags.integer(low=0, high=2**32 - 1), default=0, help="noise seed")
+    add("--device", default="auto", help="auto | cpu | cuda | mps")
+    add("--fused", action="store_true", help="run each step as one Triton kernel")
+    add("--threads", type=flags.integer(low=1, high=CORES, why=f"this machine has {CORES} cores"),
+        default=THREADS, help="torch CPU threads; more only help on an idle machine")
+    add("--batch-size", type=flags.integer(low=1, high=MAX_N), default=BATCH_SIZE,
+        help="sprites per network call: bounds memory whatever --n")
+    add("--overwrite", action="store_true", help="replace output files that already exist")
 
 
 def add_arguments(parser) -> None:
     add_sampler_arguments(parser)
-    parser.add_argument("--n", default="32", help="how many sprites (default 32)")
-    parser.add_argument("--class", dest="classes", metavar="CLASS",
-                        help="class name or index; a comma list cycles over the batch")
-    parser.add_argument("--mix", action="append", metavar="NAME=W,...",
-                        help="context vector, e.g. hero=1,food=0.6 or 1,0,0.6,0,0; repeat to cycle")
-    parser.add_argument("--out", default="samples.png", help="PNG grid (default samples.png)")
-    parser.add_argument("--gif", help="also save the denoising animation (5 fps, per-image look)")
-    parser.add_argument("--save-every", help="GIF frame rate in timesteps (DDPM: 20) or DDIM steps")
-    parser.add_argument("--npy", help="also save uint8 (N, H, W, C) pixels, contexts beside them")
-    parser.add_argument("--normalize", default="clip", help=f"{' | '.join(NORMALIZE)} (default clip)")
+    add = parser.add_argument
+    add("--n", type=flags.integer(low=1, high=MAX_N), help=f"how many sprites (default: "
+        f"{PER_CLASS} rows of the classes asked for, or of every class; 32 unconditional)")
+    add("--class", dest="classes", metavar="CLASS",
+        help="class names or indices, comma separated: one column each (default: every class)")
+    add("--mix", action="append", metavar="NAME=W,...",
+        help=f"a context, e.g. hero=1,food=0.6 or 1,0,0.6,0,0 (weights in [{MIX_WEIGHTS[0]:g}, "
+             f"{MIX_WEIGHTS[1]:g}]; all zeros: no class); repeat for more columns")
+    add("--out", help="the PNG grid (default: runs/<run>/samples/<sampler>-<steps>-seed<k>.png)")
+    add("--gif", nargs="?", const="", metavar="PATH",
+        help="also save the denoising animation, 5 fps (default path: beside the PNG)")
+    add("--save-every", type=flags.integer(low=1), help="GIF frames every this many timesteps "
+        "(DDPM; default: the course's rule) or DDIM steps (default: 1)")
+    add("--npy", nargs="?", const="", metavar="PATH",
+        help="also save uint8 (N, H, W, C) pixels, contexts beside them (default path: beside "
+             "the PNG)")
+    add("--normalize", type=flags.choice(NORMALIZE), default="clip",
+        metavar="{" + ",".join(NORMALIZE) + "}", help="from [-1, 1] to pixels: clip, or min-max "
+        "per image (the course's look)")
 
 
 def sampler_config(args, T: int) -> SamplerConfig:
     """The SamplerConfig the flags ask for, checked against a T-step schedule."""
-    if args.sampler not in SAMPLERS:
-        raise MinidiffError(f"--sampler {args.sampler!r} is not one of {', '.join(SAMPLERS)}")
     ddim = args.sampler == "ddim"
-    for flag, value in (("--steps", args.steps), ("--eta", args.eta)):
-        if value is not None and not ddim:
-            raise MinidiffError(f"{flag} is for --sampler ddim; {args.sampler} takes all {T} steps")
-    config = SamplerConfig(
-        sampler=args.sampler,
-        steps=number(args.steps, "--steps", int, low=1) if args.steps is not None else 25,
-        eta=number(args.eta, "--eta", float, low=0.0) if args.eta is not None else 0.0,
-        spacing=args.spacing,
-        guidance=number(args.guidance, "--guidance", float),
-        fused=args.fused,
-        save_every=number(getattr(args, "save_every", None), "--save-every", int, low=1),
-    )
+    if args.eta is not None and not ddim:
+        raise MinidiffError(f"--eta is for --sampler ddim; {args.sampler} adds no noise"
+                            if args.sampler == "dpm++2m" else
+                            f"--eta is for --sampler ddim; {args.sampler} takes all {T} steps")
+    if args.steps is not None and args.sampler not in FEW_STEP:
+        raise MinidiffError(f"--steps is for --sampler ddim or dpm++2m; {args.sampler} takes "
+                            f"all {T} steps")
+    if args.steps is not None and args.steps > T:
+        raise MinidiffError(f"--steps {args.steps} is too large: it must be <= {T}, the run's T")
+    config = SamplerConfig(sampler=args.sampler, steps=25 if args.steps is None else args.steps,
+                           eta=ETA if args.eta is None else args.eta, spacing=args.spacing,
+                           guidance=args.guidance, fused=args.fused,
+                           save_every=getattr(args, "save_every", None),
+                           guidance_interval=args.guidance_interval)
     config.check(T)
     return config
+
+
+def guidance_interval(text: str) -> tuple[int, int]:
+    """--guidance-interval "LO,HI": two timesteps; the range check against T is the config's."""
+    parts = text.split(",")
+    try:
+        lo, hi = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not two timesteps LO,HI such as 60,410") \
+            from None
+    if not 0 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 0 <= LO <= HI")
+    return lo, hi
 
 
 def load_pipeline(args) -> Pipeline:
     if args.run and args.ckpt:
         raise MinidiffError("give --run or --ckpt, not both")
-    if args.weights not in ("ema", "model"):
-        raise MinidiffError(f"--weights {args.weights!r} is not one of ema, model")
     return load(args.ckpt or args.run, device=args.device, weights=args.weights)
+
+
+@contextlib.contextmanager
+def threads(count: int):
+    """torch's CPU thread count for one command (restored after, for callers in-process)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def fused_notice(config: SamplerConfig) -> str | None:
     """The line `--fused` prints when it will run in Triton's interpreter; raises without Triton."""
     if not config.fused:
         return None
-    if load_kernels().runtime.backend() == "interpreter":
+    runtime = load_kernels().runtime
+    choose = getattr(runtime, "choose_backend", runtime.backend)  # the kernels' API is changing
+    if choose() == "interpreter":
         return ("--fused: no CUDA GPU here, so the Triton kernels run through the Triton "
                 "interpreter on the CPU (much slower, same images)")
     return None
 
 
+def run_name(pipe: Pipeline, args) -> str:
+    """"runs/X (the newest under runs/)": what the user sampled, said every time."""
+    newest = " (the newest under runs/)" if not (args.run or args.ckpt) else ""
+    weights = "EMA" if args.weights == "ema" else "raw"
+    return f"{run_folder(pipe)}{newest}, {weights} weights"
+
+
 def main(args) -> int:
+    with threads(args.threads):
+        return _sample(args)
+
+
+def _sample(args) -> int:
     pipe = load_pipeline(args)
     config = sampler_config(args, pipe.schedule.T)
-    n = number(args.n, "--n", int, low=1)
-    seed = number(args.seed, "--seed", int, low=0, high=2**32 - 1)
-    if args.normalize not in NORMALIZE:
-        raise MinidiffError(f"--normalize {args.normalize!r} is not one of {', '.join(NORMALIZE)}")
-    outputs = [Path(p) for p in (args.out, args.gif, args.npy) if p]
-    for path in outputs:
-        check_writable(path)
-    classes = args.classes.split(",") if args.classes else None
-    mix = [parse_mix(m) for m in args.mix] if args.mix else None
+    classes, mix = contexts_asked(args, pipe)
+    k = len(classes or mix or [])
+    n = args.n if args.n is not None else PER_CLASS * k if k else 32
+    if args.gif is not None and n > SHOWN:
+        raise MinidiffError(f"--gif animates every sprite: use --n <= {SHOWN} with it")
     c = pipe.contexts(n, classes, mix)  # checked before the (slow) sampling starts
-    if config.guidance is not None and c is None:
-        raise MinidiffError("--guidance needs --class or --mix: it steers towards a context")
+    outputs = plan_outputs(args, pipe, config)
+    check_outputs(outputs, [pipe.path], args.overwrite)
+    print(f"run {run_name(pipe, args)}")
     notice = fused_notice(config)
     if notice:
         print(notice)
     start = time.perf_counter()
     result = pipe.sample(n, sampler=config.sampler, steps=config.steps, eta=config.eta,
-                         classes=classes, mix=mix, guidance=config.guidance, seed=seed,
-                         fused=config.fused, return_intermediates=bool(args.gif),
-                         spacing=config.spacing, save_every=config.save_every)
+                         classes=classes, mix=mix, guidance=config.guidance, seed=args.seed,
+                         fused=config.fused, return_intermediates=args.gif is not None,
+                         normalize=args.normalize, spacing=config.spacing,
+                         save_every=config.save_every, batch_size=args.batch_size,
+                         guidance_interval=config.guidance_interval)
     seconds = time.perf_counter() - start
-    images, frames = result if args.gif else (result, None)
-    rows = classes or mix or []  # one column per class or mix listed: they cycle along rows
-    save_grid(images, args.out, nrow=len(rows) if len(rows) > 1 else None,
-              normalize=args.normalize)
-    if args.gif:  # the course's look: per-image min-max, 5 fps
-        save_gif(list(frames), args.gif, nrow=len(rows) if len(rows) > 1 else None)
-    if args.npy:
-        save_npy(args.npy, to_uint8(images, args.normalize), c, n, pipe.n_cfeat)
-    wrote = ", ".join(str(p) for p in outputs)
-    print(f"{n} sprites, {describe(config, pipe.schedule.T)}, seed {seed}, {seconds:.2f} s "
-          f"on {pipe.schedule.device.type} -> {wrote}")
+    pixels, frames = result if args.gif is not None else (result, None)
+    width = columns(n, k)
+    shown = min(n, SHOWN // width * width)
+    writers = {"grid": lambda tmp: save_grid(pixels[:shown], tmp, nrow=width),
+               "gif": lambda tmp: save_gif(list(frames[:, :shown]), tmp, nrow=width),
+               "npy": lambda tmp: write_npy(tmp, pixels.numpy()),
+               "contexts": lambda tmp: write_npy(tmp, contexts_array(c, n, pipe.n_cfeat))}
+    write_together([(o.path, writers[o.role]) for o in outputs])
+    if classes:
+        layout = f"one column per class ({', '.join(map(str, classes[:width]))})"
+    else:
+        layout = f"one column per mix ({width})" if mix else f"{width} per row"
+    more = f", the grid shows the first {shown}" if shown < n else ""
+    print(f"{n} sprites, {layout}{more}: {describe(config, pipe.schedule.T)}, seed {args.seed}, "
+          f"{seconds:.2f} s on {pipe.schedule.device.type} ({args.threads} thread"
+          f"{'s' if args.threads > 1 else ''})")
+    print("wrote " + ", ".join(str(o.path) for o in outputs))
     return 0
 
 
+def contexts_asked(args, pipe: Pipeline):
+    """(classes, mix) from --class/--mix, each checked with the flag's name; every class of a
+    conditional run when neither is given."""
+    if args.classes is not None and args.mix:
+        raise MinidiffError("give --class or --mix, not both (a one-hot class is a mix too)")
+    if (args.classes is not None or args.mix) and pipe.n_cfeat == 0:
+        flag = "--class" if args.classes is not None else "--mix"
+        raise MinidiffError(f"{flag}: this run was trained without classes (n_cfeat=0), so it "
+                            f"cannot be conditioned; drop {flag}")
+    if args.mix:
+        return None, [parse_mix(m) for m in args.mix]
+    if args.classes is not None:
+        names = [name.strip() for name in args.classes.split(",") if name.strip()]
+        if not names:
+            raise MinidiffError(f"--class {args.classes!r} names no class: give e.g. hero,food")
+        return names, None
+    if args.guidance is not None and pipe.n_cfeat == 0:
+        raise MinidiffError("--guidance needs a run trained with classes: this one has none")
+    return (list(pipe.classes) or list(range(pipe.n_cfeat)) or None), None
+
+
+def plan_outputs(args, pipe: Pipeline, config: SamplerConfig) -> list[Output]:
+    """The files this command writes: the flags' paths, else default names in the run folder."""
+    updates = len(config.timesteps(pipe.schedule.T)) - 1
+    stem = f"{config.sampler}-{updates}-seed{args.seed}"
+    folder = run_folder(pipe) / "samples"
+    defaults = free_stem(folder, stem, [".png", ".gif", ".npy", "_contexts.npy"])
+    base = Path(args.out).with_suffix("") if args.out else defaults
+    asked = {"--out": (args.out or "", "grid", ".png"), "--gif": (args.gif, "gif", ".gif"),
+             "--npy": (args.npy, "npy", ".npy")}
+    outputs = []
+    for flag, (value, kind, suffix) in asked.items():
+        if value is None:
+            continue  # --gif and --npy are off unless typed
+        chosen = bool(value) or bool(args.out)
+        path = Path(value) if value else Path(f"{base}{suffix}")
+        outputs.append(Output(flag, path, kind, chosen, role=kind))
+        if flag == "--npy":
+            contexts = path.with_name(f"{path.stem}_contexts.npy")
+            outputs.append(Output(flag, contexts, "npy", chosen, role="contexts"))
+    return outputs
+
+
+def run_folder(pipe: Pipeline) -> Path:
+    """The folder of the run sampled (a --ckpt file's folder)."""
+    return pipe.path.parent if pipe.path.is_file() else pipe.path
+
+
 def describe(config: SamplerConfig, T: int) -> str:
-    """e.g. "DDIM 25 steps (eta 0)" or "DDPM 500 steps, guidance 2"."""
+    """e.g. "DDIM 25 steps (eta 1)" or "DDPM 500 steps, guidance 2"."""
     updates = len(config.timesteps(T)) - 1
-    name = {"ddim": "DDIM", "ddpm": "DDPM", "ddpm-no-noise": "DDPM without noise"}[config.sampler]
+    name = {"ddim": "DDIM", "ddpm": "DDPM", "ddpm-no-noise": "DDPM without noise",
+            "dpm++2m": "DPM-Solver++(2M)"}.get(config.sampler, config.sampler)
     text = f"{name} {updates} steps" + (f" (eta {config.eta:g})" if config.sampler == "ddim" else "")
     text += f", guidance {config.guidance:g}" if config.guidance is not None else ""
+    if config.guidance_interval is not None:
+        text += " at t in [{}, {}]".format(*config.guidance_interval)
     return text + (", fused" if config.fused else "")
 
 
@@ -145,45 +282,15 @@ def parse_mix(text: str):
     if not items:
         raise MinidiffError(f"--mix {text!r} is empty: give e.g. hero=1,food=0.6")
     if all("=" not in item for item in items):
-        return [number(item, "--mix", float) for item in items]
+        return [mix_weight(item, "--mix weight") for item in items]
     if not all("=" in item for item in items):
         raise MinidiffError(f"--mix {text!r} mixes NAME=W and bare numbers: use one form")
     pairs = [item.split("=", 1) for item in items]
-    return {name.strip(): number(weight, f"--mix weight of {name.strip()}", float)
+    return {name.strip(): mix_weight(weight, f"--mix weight of {name.strip()}")
             for name, weight in pairs}
 
 
-def number(text, flag: str, kind=float, low=None, high=None):
-    """Parse one numeric flag, with a one-line error naming the flag and the valid range."""
-    if text is None:
-        return None
-    try:
-        value = kind(text)
-    except (TypeError, ValueError):
-        what = "an integer" if kind is int else "a number"
-        raise MinidiffError(f"{flag} {text!r} is not {what}") from None
-    if kind is float and not math.isfinite(value):
-        raise MinidiffError(f"{flag} {text!r} must be finite")
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise MinidiffError(f"{flag} {value} is outside the valid range {bounds}")
-    return value
-
-
-def check_writable(path: Path) -> None:
-    """Fail before sampling, not after it, when an output cannot be written."""
-    if path.is_dir():
-        raise MinidiffError(f"{path} is a folder; give a file name such as {path / 'samples.png'}")
-    parent = path.parent if str(path.parent) else Path(".")
-    existing = next((p for p in (parent, *parent.parents) if p.exists()), Path("."))
-    if not existing.is_dir():
-        raise MinidiffError(f"cannot write {path}: {existing} is a file, not a folder")
-
-
-def save_npy(path, pixels: np.ndarray, c, n: int, n_cfeat: int) -> None:
-    """uint8 pixels at `path`, and their (n, n_cfeat) float32 contexts at `<stem>_contexts.npy`
-    (zeros: the null context), as the course's sprites and labels files."""
-    path = Path(path)
-    contexts = np.zeros((n, n_cfeat), np.float32) if c is None else c.cpu().float().numpy()
-    write_npy(path, pixels)
-    write_npy(path.with_name(f"{path.stem}_contexts.npy"), contexts)
+def contexts_array(c, n: int, n_cfeat: int) -> np.ndarray:
+    """The (n, n_cfeat) float32 contexts saved beside --npy (zeros: the null context), as the
+    course's labels file sits beside its sprites."""
+    return np.zeros((n, n_cfeat), np.float32) if c is None else c.cpu().float().numpy()
