@@ -5,10 +5,12 @@
         --data ../shared/data/rltiles_items_16x16.npy \
         --labels ../shared/data/rltiles_items_labels_16x16.npy
 
-Rows: DDPM-500, DDPM without noise (the course's collapse demonstration), DDIM at 10, 25, 50 and
+Default rows: DDPM-500, DDPM without noise (the course's collapse demonstration), DDIM at 10, 25, 50 and
 100 steps, and DDIM-25 with classifier-free guidance s = 0, 1, 2, 4 (more in VARIANTS). Each row samples --n images
 with the same seed and measures them with `minidiff.evaluation.metrics.evaluate` (FID in the dataset's own
-classifier features, its real-vs-real noise floor, conditional accuracy, memorisation). The JSON
+classifier features, its real-vs-real noise floor, conditional accuracy, memorisation). `--rows issue12`:
+DDPM-500, DDIM and DPM-Solver++(2M) at 5, 10 and 25 steps, and DPM-Solver++-10 with guidance over
+every timestep or only inside an interval (`ISSUE_12`). The JSON
 of every row goes to benchmarks/out/ (ignored by git); the Markdown table to stdout.
 """
 
@@ -35,6 +37,21 @@ ROWS = {
     **{f"DDIM-25 guidance {s}": SamplerConfig("ddim", steps=25, guidance=float(s))
        for s in (0, 1, 2, 4)},
 }
+# Issue 12: few-step samplers side by side, and guidance in a limited interval. Run with
+# `--rows issue12` (or name rows). The interval [60, 410] in t is Kynkaanniemi et al.'s (0.28, 5.42]
+# in EDM's sigma = sqrt((1 - alpha_bar) / alpha_bar) on the course's linear schedule.
+INTERVAL = (60, 410)
+ISSUE_12 = {
+    "DDPM-500": SamplerConfig("ddpm"),
+    **{f"DDIM-{k}": SamplerConfig("ddim", steps=k) for k in (5, 10, 25)},
+    **{f"DPM++2M-{k}": SamplerConfig("dpm++2m", steps=k) for k in (5, 10, 25)},
+    **{f"DPM++2M-{k} uniform": SamplerConfig("dpm++2m", steps=k, spacing="uniform")
+       for k in (5, 10, 25)},
+    **{f"DPM++2M-10 guidance {s}": SamplerConfig("dpm++2m", steps=10, guidance=float(s))
+       for s in (1, 2, 4)},
+    **{f"DPM++2M-10 guidance {s} t {INTERVAL[0]}-{INTERVAL[1]}": SamplerConfig(
+        "dpm++2m", steps=10, guidance=float(s), guidance_interval=INTERVAL) for s in (2, 4, 8)},
+}
 VARIANTS = {  # not run by default: DDIM-25 settings that may close the gap to DDPM
     "DDIM-25 eta 1": SamplerConfig("ddim", steps=25, eta=1.0),
     "DDIM-25 eta 0.5": SamplerConfig("ddim", steps=25, eta=0.5),
@@ -51,7 +68,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300, help="samples per row")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rows", default=",".join(ROWS),
-                        help=f"comma list of row names, from: {', '.join([*ROWS, *VARIANTS])}")
+                        help=f"comma list of row names, or 'issue12' for its {len(ISSUE_12)} "
+                             f"rows; from: {', '.join([*ROWS, *VARIANTS, *ISSUE_12])}")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--classifier-steps", type=int, default=ClassifierConfig.steps)
     args = parser.parse_args()
@@ -67,8 +85,10 @@ def main() -> None:
     print("| sampler | seconds | samples/s | FID | noise floor | cond. acc. | memorised "
           "(real) | load |")
     print("|---|---|---|---|---|---|---|---|")
-    for name in args.rows.split(","):
-        r = evaluate(pipe, dataset, {**ROWS, **VARIANTS}[name], n=args.n, seed=args.seed,
+    rows = list(ISSUE_12) if args.rows == "issue12" else args.rows.split(",")
+    for name in rows:
+        config = {**ROWS, **VARIANTS, **ISSUE_12}[name]
+        r = evaluate(pipe, dataset, config, n=args.n, seed=args.seed,
                      classifier=classifier, classifier_info=info)
         load_average = os.getloadavg()[0]
         with out.open("a") as f:
