@@ -34,7 +34,7 @@ def state(out) -> dict:
 
 def assert_same_weights(a: dict, b: dict, what: str) -> None:
     different = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not different, f"{what}: {len(different)} of {len(a)} tensors differ, e.g. {different[:3]}"
+    assert not different, f"{what}: {len(different)} of {len(a)} tensors differ: {different[:3]}"
 
 
 def test_bf16_channels_last_training_learns(tmp_path):
