@@ -97,7 +97,7 @@ class Pipeline:
                classes=None, mix=None, guidance: float | None = None, seed: int = 0,
                fused: bool = False, return_intermediates: bool = False,
                normalize: str | None = None, spacing: str | None = None, save_every=None,
-               clip: bool = True, batch_size: int = BATCH_SIZE, guidance_interval=None):
+               clip: bool = True, batch_size: int | None = None, guidance_interval=None):
         """Generate n images; see `SamplerConfig` for the sampler settings (`sampler="dpm++2m"`
         with `steps`; `guidance_interval=(lo, hi)`: guide only at timesteps lo <= t <= hi).
 

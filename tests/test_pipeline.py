@@ -35,7 +35,7 @@ def test_class_and_mix_contexts():
         ({"classes": "dragon"}, "unknown class 'dragon'; this run's classes are hero, non-hero"),
         ({"classes": 5}, r"class index 5 is outside \[0, 4\]"),
         ({"mix": [1, 0]}, "a mix vector needs 5 numbers"),
-        ({"mix": {"hero": float("nan")}}, "mix weight nan is outside the valid range"),
+        ({"mix": {"hero": float("nan")}}, r"mix weight nan is outside the valid range \[-2, 2\]"),
         ({"classes": "hero", "mix": [1, 0, 0, 0, 0]}, "not both"),
         ({"guidance": 2.0}, "guidance needs a context"),
         ({"steps": 0}, r"steps=0 is outside the valid range \[1, 500\]"),
@@ -53,3 +53,32 @@ def test_sample_rejects_bad_input(kwargs, message):
 def test_unconditional_run_refuses_classes():
     with pytest.raises(ValueError, match="trained without classes"):
         tiny_pipeline(n_cfeat=0).sample(2, steps=2, classes="hero")
+
+
+def test_sample_returns_clipped_floats_unless_asked_otherwise():
+    """The default a learner expects: the training data's range, [-1, 1] (issue 16, item 4)."""
+    raw = PIPE.sample(3, steps=1, eta=0.0, clip=False)
+    images = PIPE.sample(3, steps=1, eta=0.0)
+    assert torch.equal(images, raw.clamp(-1, 1)) and images.dtype == torch.float32
+    pixels = PIPE.sample(3, steps=1, eta=0.0, normalize="clip")
+    assert pixels.shape == (3, 16, 16, 3) and pixels.dtype == torch.uint8
+
+
+def test_batches_bound_the_network_input_and_keep_each_image():
+    """Memory is bounded whatever n (issue 13, item 7), and image i depends on (seed, i,
+    batch_size), not on n; n <= batch_size is one sampling loop, as before batching."""
+    PIPE.model.calls.clear()
+    five = PIPE.sample(5, steps=2, seed=3, batch_size=2)
+    assert PIPE.model.calls == [2, 2, 2, 2, 1, 1]
+    assert torch.equal(five[:4], PIPE.sample(4, steps=2, seed=3, batch_size=2))
+    assert torch.equal(PIPE.sample(3, steps=2, seed=3, batch_size=3), PIPE.sample(3, steps=2, seed=3))
+    assert not torch.equal(five[2], five[0])  # batch 1 draws its own noise, not batch 0's again
+    with pytest.raises(ValueError, match="batch_size=0 must be a positive number"):
+        PIPE.sample(2, batch_size=0)
+
+
+@pytest.mark.parametrize("weight", [1e30, -3, float("inf")])
+def test_mix_weights_are_bounded(weight):
+    """hero=1e30 made black images with exit 0 (issue 13, item 9)."""
+    with pytest.raises(ValueError, match=r"is outside the valid range \[-2, 2\]"):
+        PIPE.contexts(2, mix={"hero": weight})
