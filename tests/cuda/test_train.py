@@ -62,7 +62,9 @@ def test_compile_trains_the_same_losses_as_eager(tmp_path):
 
 
 def test_two_runs_on_the_gpu_are_bit_identical(tmp_path):
-    """Without this, no resume can be exact: the same seed must give the same weights."""
+    """Without this, no resume can be exact: the same seed must give the same weights. (The
+    trainer sets no cuDNN determinism; if this fails, suspect the convolutions' backward
+    algorithms, which may add in any order: torch.backends.cudnn.deterministic = True.)"""
     train(tiny(tmp_path / "a"))
     train(tiny(tmp_path / "b"))
     assert_same_weights(state(tmp_path / "a")["model"], state(tmp_path / "b")["model"], "model")
