@@ -16,7 +16,7 @@ import triton.language as tl
 from minidiff import schedules
 from minidiff.philox import philox_seed
 from minidiff.samplers import check_z
-from minidiff.schedules import Schedule
+from minidiff.schedules import Schedule, check_same_shape
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_BLOCK = 2048  # elements per program; 8 per thread, as two 16-byte loads of float32
@@ -37,8 +37,7 @@ def batch_view(name: str, x: torch.Tensor) -> tuple[int, int]:
 
 def contiguous_input(name: str, a: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """`a` checked against x's shape and device, made contiguous (one copy if it was not)."""
-    if a.shape != like.shape:
-        raise ValueError(f"{name} has shape {tuple(a.shape)} but x has {tuple(like.shape)}")
+    check_same_shape(x=like, **{name: a})
     if a.device != like.device:
         raise ValueError(f"{name} is on {a.device} but x is on {like.device}")
     if a.dtype not in FLOAT_DTYPES:

@@ -21,7 +21,13 @@ import triton
 import triton.language as tl
 
 from minidiff.kernels import launch
-from minidiff.samplers import VARIANCES, ddim_sigma, ddpm_coefficients
+from minidiff.samplers import (
+    check_eta,
+    check_s_before_t,
+    check_variance,
+    ddim_sigma,
+    ddpm_coefficients,
+)
 from minidiff.schedules import Schedule
 
 __all__ = ["ddim_step", "ddpm_step", "predict_x0"]
@@ -134,8 +140,7 @@ def ddpm_step(
     sit at different t. `out=x_t` updates in place. float32/float16/bfloat16 in and out (out's
     dtype wins), float32 arithmetic. Non-contiguous inputs are copied first.
     """
-    if variance not in VARIANCES:
-        raise ValueError(f"variance={variance!r} is not one of {', '.join(VARIANCES)}")
+    check_variance(variance)
     batch, n_per_sample = launch.batch_view("x_t", x_t)
     eps_theta = launch.contiguous_input("eps_theta", eps_theta, x_t)
     t = launch.check_t(t, schedule.T, x_t)
@@ -182,14 +187,13 @@ def ddim_step(
     eta = 0 no noise is used and seed/z are ignored. t and s are ints or int tensors of shape
     (B,). `out=x_t` updates in place. Dtypes as `ddpm_step`.
     """
-    if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta={eta!r} is outside the valid range [0, 1]")
+    check_eta(eta)
     batch, n_per_sample = launch.batch_view("x_t", x_t)
     eps_theta = launch.contiguous_input("eps_theta", eps_theta, x_t)
     t = launch.check_t(t, schedule.T, x_t)
     s = launch.check_t(s, schedule.T, x_t, name="s", low=0)
-    if s.device.type != "cuda" and bool((s >= t).any()):
-        raise ValueError(f"s={int(s[s >= t][0])} must be earlier than t (s < t) for every sample")
+    if s.device.type != "cuda":  # the order check would wait for the GPU
+        check_s_before_t(t, s)
     schedule = launch.on_device(schedule, x_t)
     x_t = x_t.contiguous()
     out = launch.output(out, x_t)

@@ -16,12 +16,19 @@ from __future__ import annotations
 import torch
 
 from minidiff.reference import samplers as reference
-from minidiff.reference.samplers import SPACINGS, VARIANCES, ddim_timesteps, dpm_solver_timesteps
+from minidiff.reference.samplers import (
+    SPACINGS,
+    VARIANCES,
+    check_eta,
+    check_variance,
+    ddim_timesteps,
+    dpm_solver_timesteps,
+)
 from minidiff.schedules import Schedule, check_same_shape, check_t, compute_dtype, extract
 
 __all__ = [
-    "SPACINGS", "VARIANCES", "check_z", "ddim_sigma", "ddim_step", "ddim_timesteps",
-    "ddpm_coefficients", "ddpm_step", "predict_x0",
+    "SPACINGS", "VARIANCES", "check_eta", "check_s_before_t", "check_variance", "check_z",
+    "ddim_sigma", "ddim_step", "ddim_timesteps", "ddpm_coefficients", "ddpm_step", "predict_x0",
     "DPM_SPACINGS", "dpm_solver_coefficients", "dpm_solver_step", "dpm_solver_timesteps",
     "log_snr",
 ]
@@ -32,8 +39,7 @@ def ddpm_coefficients(t: torch.Tensor, schedule: Schedule, variance: str = "beta
 
     sigma_t^2 = beta_t ("beta"), beta~_t ("beta_tilde") or 0 ("none"); s3 = 0 where t = 1.
     """
-    if variance not in VARIANCES:
-        raise ValueError(f"variance={variance!r} is not one of {', '.join(VARIANCES)}")
+    check_variance(variance)
     s1 = schedule.alpha[t].rsqrt()
     s2 = schedule.beta[t] / (1 - schedule.alpha_bar[t]).sqrt()
     sigma2 = {"beta": schedule.beta, "beta_tilde": schedule.beta_tilde}.get(variance)
@@ -47,6 +53,11 @@ def check_z(z, sigma: torch.Tensor, caller: str) -> None:
     sample. sigma is read on the host only when z is None."""
     if z is None:
         reference.check_z(None, sigma.detach().cpu().numpy(), caller)
+
+
+def check_s_before_t(t: torch.Tensor, s: torch.Tensor) -> None:
+    """The reference's `check_s_before_t` on tensors (read on the host)."""
+    reference.check_s_before_t(t.detach().cpu().numpy(), s.detach().cpu().numpy())
 
 
 def ddpm_step(x_t, eps_theta, t, schedule: Schedule, z=None, variance="beta") -> torch.Tensor:
@@ -84,12 +95,10 @@ def ddim_step(
     """Jump from t to an earlier s (DDIM eq. 12, sigma from eq. 16); see the reference's
     `ddim_step` for the three lines of math, which this mirrors term by term."""
     check_same_shape(x_t=x_t, eps_theta=eps_theta, z=z)
-    if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta={eta!r} is outside the valid range [0, 1]")
+    check_eta(eta)
     t = check_t(t, schedule.T, x_t)
     s = check_t(s, schedule.T, x_t, name="s", low=0)
-    if bool((s >= t).any()):
-        raise ValueError(f"s={int(s[s >= t][0])} must be earlier than t (s < t) for every sample")
+    check_s_before_t(t, s)
     # float64: coefficients first, cast once
     sigma = ddim_sigma(t, s, schedule, eta).reshape((-1,) + (1,) * (x_t.ndim - 1))
     check_z(z, sigma, "ddim_step")

@@ -38,7 +38,7 @@ class ContextUnet(nn.Module):
         return self.eps_theta(x, t, c)
 
     def eps_theta(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
-        """The network itself, on t of shape (B,) and c of shape (B, n_cfeat) (None if n_cfeat=0)."""
+        """The network itself, on t of shape (B,) and c of shape (B, n_cfeat) or None."""
         raise NotImplementedError
 
     def _check_inputs(self, x, t, c):

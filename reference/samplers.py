@@ -17,6 +17,25 @@ VARIANCES = ("beta", "beta_tilde", "none")
 SPACINGS = ("course", "uniform")
 
 
+def check_variance(variance: str) -> None:
+    """DDPM's choice of sigma_t^2 is one of VARIANCES; else ValueError naming them."""
+    if variance not in VARIANCES:
+        raise ValueError(f"variance={variance!r} is not one of {', '.join(VARIANCES)}")
+
+
+def check_eta(eta) -> None:
+    """DDIM's eta (eq. 16) lies in [0, 1]: 0 is deterministic, 1 DDPM-like; else ValueError."""
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta={eta!r} is outside the valid range [0, 1]")
+
+
+def check_s_before_t(t, s) -> None:
+    """Every sample's s is earlier than its t (s < t): a reverse step goes back; else ValueError."""
+    t, s = np.asarray(t), np.asarray(s)
+    if np.any(s >= t):
+        raise ValueError(f"s={s[s >= t].flat[0]} must be earlier than t (s < t) for every sample")
+
+
 def ddpm_coefficients(t, schedule: Schedule, variance: str = "beta"):
     """The three per-timestep numbers of a DDPM step, as arrays of shape t.shape.
 
@@ -24,8 +43,7 @@ def ddpm_coefficients(t, schedule: Schedule, variance: str = "beta"):
     sigma_t^2 = beta_t ("beta", the course and DDPM section 3.2), beta~_t ("beta_tilde") or
     0 ("none", the course's demonstration of what leaving out the fresh noise does).
     """
-    if variance not in VARIANCES:
-        raise ValueError(f"variance={variance!r} is not one of {', '.join(VARIANCES)}")
+    check_variance(variance)
     t = check_t(t, schedule.T)
     s1 = 1.0 / np.sqrt(schedule.alpha[t])
     s2 = schedule.beta[t] / np.sqrt(1.0 - schedule.alpha_bar[t])
@@ -98,12 +116,10 @@ def ddim_step(
     x_t, eps_theta = np.asarray(x_t, dtype=np.float64), np.asarray(eps_theta, dtype=np.float64)
     z = None if z is None else np.asarray(z, dtype=np.float64)
     check_same_shape(x_t=x_t, eps_theta=eps_theta, z=z)
-    if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta={eta!r} is outside the valid range [0, 1]")
+    check_eta(eta)
     t = check_t(t, schedule.T, x_t)
     s = check_t(s, schedule.T, x_t, name="s", low=0)
-    if np.any(s >= t):
-        raise ValueError(f"s={s[s >= t].flat[0]} must be earlier than t (s < t) for every sample")
+    check_s_before_t(t, s)
     sigma = ddim_sigma(t, s, schedule, eta).reshape((-1,) + (1,) * (x_t.ndim - 1))
     check_z(z, sigma, "ddim_step")
     alpha_bar_t = extract(schedule.alpha_bar, t, x_t)
@@ -151,7 +167,7 @@ DPM_SPACINGS = ("trailing", *SPACINGS)
 
 
 def log_snr(alpha_bar) -> np.ndarray:
-    """lambda = log(alpha / sigma) = log(alpha_bar / (1 - alpha_bar)) / 2; +inf where alpha_bar = 1."""
+    """lambda = log(alpha / sigma) = log(alpha_bar / (1 - alpha_bar)) / 2; +inf at alpha_bar = 1."""
     alpha_bar = np.asarray(alpha_bar, dtype=np.float64)
     with np.errstate(divide="ignore"):
         return 0.5 * (np.log(alpha_bar) - np.log1p(-alpha_bar))

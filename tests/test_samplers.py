@@ -85,7 +85,8 @@ def test_ddim_eta1_between_consecutive_steps_has_posterior_variance(s, shape, se
     x_t, eps, z = normal(seed, shape), normal(seed + 1, shape), normal(seed + 2, shape)
     t = random_t(seed, shape[0], s.T)
     assume(consistent(s, t).all())
-    added = ddim_step(x_t, eps, t, t - 1, s, eta=1.0, z=z) - ddim_step(x_t, eps, t, t - 1, s, 1.0, 0 * z)
+    with_z = ddim_step(x_t, eps, t, t - 1, s, eta=1.0, z=z)
+    added = with_z - ddim_step(x_t, eps, t, t - 1, s, 1.0, 0 * z)
     np.testing.assert_allclose(added, np.sqrt(column(s.beta_tilde[t])) * z, atol=1e-9)
 
 
@@ -109,11 +110,11 @@ variances = st.sampled_from(["beta", "beta_tilde", "none"])
 @given(schedules(max_T=600), shapes, seeds, st.sampled_from(list(TOLERANCE)), variances)
 @example(make_schedule(), (1, 3, 16, 16), 0, torch.float32, "beta")
 def test_torch_ddpm_step_matches_reference(s, shape, seed, dtype, variance):
-    x_t, eps, z = (torch.from_numpy(normal(seed + i, shape)).to(dtype) for i in range(3))
+    x_t, eps_theta, z = (torch.from_numpy(normal(seed + i, shape)).to(dtype) for i in range(3))
     t = random_t(seed, shape[0], s.T)
-    actual = minidiff.ddpm_step(x_t, eps, torch.from_numpy(t), minidiff.Schedule.from_reference(s),
-                                z, variance)
-    expected = ddpm_step(*(v.double().numpy() for v in (x_t, eps)), t, s, z.double().numpy(),
+    schedule = minidiff.Schedule.from_reference(s)
+    actual = minidiff.ddpm_step(x_t, eps_theta, torch.from_numpy(t), schedule, z, variance)
+    expected = ddpm_step(*(v.double().numpy() for v in (x_t, eps_theta)), t, s, z.double().numpy(),
                          variance)
     assert_close(actual, expected, torch.promote_types(dtype, torch.float32), what="ddpm_step")
 
@@ -121,12 +122,12 @@ def test_torch_ddpm_step_matches_reference(s, shape, seed, dtype, variance):
 @given(schedules(max_T=600), shapes, seeds, st.sampled_from(list(TOLERANCE)),
        st.sampled_from([0.0, 0.5, 1.0]), st.booleans())
 def test_torch_ddim_step_matches_reference(s, shape, seed, dtype, eta, clip_x0):
-    x_t, eps, z = (torch.from_numpy(normal(seed + i, shape)).to(dtype) for i in range(3))
+    x_t, eps_theta, z = (torch.from_numpy(normal(seed + i, shape)).to(dtype) for i in range(3))
     t = random_t(seed, shape[0], s.T)
     s_prev = np.random.default_rng(seed).integers(0, t)
-    actual = minidiff.ddim_step(x_t, eps, torch.from_numpy(t), torch.from_numpy(s_prev),
+    actual = minidiff.ddim_step(x_t, eps_theta, torch.from_numpy(t), torch.from_numpy(s_prev),
                                 minidiff.Schedule.from_reference(s), eta, z, clip_x0)
-    expected = ddim_step(*(v.double().numpy() for v in (x_t, eps)), t, s_prev, s, eta,
+    expected = ddim_step(*(v.double().numpy() for v in (x_t, eps_theta)), t, s_prev, s, eta,
                          z.double().numpy(), clip_x0)
     # x0_theta divides by sqrt(alpha_bar_t), which amplifies float32 rounding late in a schedule
     scale = 1 / np.sqrt(s.alpha_bar[t].min())

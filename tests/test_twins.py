@@ -48,7 +48,7 @@ def test_the_reference_modules_have_functions_to_twin():
 def test_every_reference_function_has_a_torch_twin_with_its_parameters(ref_module, torch_module):
     for name, reference in public_functions(ref_module).items():
         twin = getattr(torch_module, name, None)
-        assert callable(twin), f"{torch_module.__name__} has no twin of {ref_module.__name__}.{name}"
+        assert callable(twin), f"{torch_module.__name__}.{name}: no twin of the reference's"
         expected = parameter_names(reference) + TORCH_ONLY.get(name, [])
         assert parameter_names(twin) == expected, (
             f"{torch_module.__name__}.{name}{inspect.signature(twin)} does not take the "
