@@ -48,7 +48,7 @@ ISSUE_12 = {
     **{f"DPM++2M-{k} uniform": SamplerConfig("dpm++2m", steps=k, spacing="uniform")
        for k in (5, 10, 25)},
     **{f"DPM++2M-10 guidance {s}": SamplerConfig("dpm++2m", steps=10, guidance=float(s))
-       for s in (1, 2, 4)},
+       for s in (1, 2, 4, 8)},
     **{f"DPM++2M-10 guidance {s} t {INTERVAL[0]}-{INTERVAL[1]}": SamplerConfig(
         "dpm++2m", steps=10, guidance=float(s), guidance_interval=INTERVAL) for s in (2, 4, 8)},
 }

@@ -77,7 +77,8 @@ class SamplerConfig:
             if self.guidance is None:
                 raise MinidiffError("a guidance interval needs a guidance scale (--guidance S)")
             if not 0 <= lo <= hi <= T:
-                raise MinidiffError(f"guidance interval {lo},{hi} must satisfy 0 <= lo <= hi <= {T}")
+                raise MinidiffError(f"guidance interval {lo},{hi} must satisfy "
+                                    f"0 <= lo <= hi <= {T}")
         if self.save_every is not None and self.save_every < 1:
             raise MinidiffError(f"save_every={self.save_every} must be at least 1")
 

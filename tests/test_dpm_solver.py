@@ -72,7 +72,8 @@ MU, S0 = 0.3, 0.5
 
 
 def gaussian_eps(x_t, alpha_bar_t):
-    """E[eps | x_t] for x0 ~ N(MU, S0^2): sigma_t (x_t - alpha_t MU) / (alpha_t^2 S0^2 + sigma_t^2)."""
+    """E[eps | x_t] for x0 ~ N(MU, S0^2):
+    sigma_t (x_t - alpha_t MU) / (alpha_t^2 S0^2 + sigma_t^2)."""
     alpha, sigma = np.sqrt(alpha_bar_t), np.sqrt(1 - alpha_bar_t)
     return sigma * (x_t - alpha * MU) / (alpha**2 * S0**2 + sigma**2)
 
@@ -117,7 +118,8 @@ def test_dpm_solver_timesteps():
     trailing = ref.dpm_solver_timesteps(500, 7)
     assert trailing[0] == 500 and trailing[-1] == 0 and len(trailing) == 8
     assert (np.diff(trailing) < 0).all()
-    assert ref.dpm_solver_timesteps(500, 25, "course").tolist() == ref.ddim_timesteps(500, 25).tolist()
+    course = ref.dpm_solver_timesteps(500, 25, "course")
+    assert course.tolist() == ref.ddim_timesteps(500, 25).tolist()
     assert ref.dpm_solver_timesteps(3, 3).tolist() == [3, 2, 1, 0]
 
 
@@ -292,7 +294,7 @@ def test_sample_dpm_solver_with_a_guidance_interval(tiny_run, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--sampler", "dpm++2m", "--eta", "1"], "--eta is for --sampler ddim; dpm\\+\\+2m adds no noise"),
+    (["--sampler", "dpm++2m", "--eta", "1"], r"--eta is for --sampler ddim; dpm\+\+2m adds no"),
     (["--guidance-interval", "5"], "'5' is not two timesteps LO,HI"),
     (["--guidance-interval", "300,200", "--guidance", "2", "--class", "hero"], "0 <= LO <= HI"),
     (["--guidance-interval", "60,410"], "needs a guidance scale"),
