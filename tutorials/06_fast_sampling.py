@@ -156,7 +156,8 @@ print(f"DDIM 25 draws {speedup:.0f}x as many samples per second as DDPM {T} on t
 # follows an ODE, and in lambda = log(alpha_t / sigma_t) (half the log signal-to-noise ratio) its
 # exact solution from t to s is, with h = lambda_s - lambda_t (Lu et al. 2022b):
 #
-#     x_s = sigma_s / sigma_t * x_t + sigma_s * integral of e^lambda * x0_theta over [lambda_t, lambda_s]
+#     x_s = sigma_s / sigma_t * x_t + sigma_s * (integral over [lambda_t, lambda_s] of
+#                                                 e^lambda * x0_theta d lambda)
 #
 # Holding x0_theta constant over the step gives `x_s = sigma_s / sigma_t x_t + alpha_s (1 -
 # e^{-h}) x0_theta`: DDIM again (DPM-Solver++1). DPM-Solver++(2M) makes x0_theta a straight line
@@ -190,7 +191,8 @@ MU, S0 = 0.3, 0.5
 
 def gaussian_eps(x_t, alpha_bar):
     """E[eps | x_t] when x0 ~ N(MU, S0^2)."""
-    return (1 - alpha_bar).sqrt() * (x_t - alpha_bar.sqrt() * MU) / (alpha_bar * S0**2 + 1 - alpha_bar)
+    variance = alpha_bar * S0**2 + 1 - alpha_bar  # of x_t
+    return (1 - alpha_bar).sqrt() * (x_t - alpha_bar.sqrt() * MU) / variance
 
 
 def gaussian_ode(x_start, alpha_bar_start, alpha_bar_end):
@@ -204,7 +206,8 @@ def toy_error(n, second_order, t_start=400, t_end=40):
     lambdas = samplers.log_snr(schedule.alpha_bar)
     targets = torch.linspace(float(lambdas[t_start]), float(lambdas[t_end]), n + 1)
     visited = [int((lambdas[1:] - v).abs().argmin()) + 1 for v in targets]
-    x = x_start = torch.randn(1, 4096, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    x = x_start = torch.randn(1, 4096, dtype=torch.float64, generator=generator)
     history = (None, None)
     for t, s in zip(visited[:-1], visited[1:]):
         x, x0_theta = samplers.dpm_solver_step(x, gaussian_eps(x, schedule.alpha_bar[t]), t, s,
