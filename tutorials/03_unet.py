@@ -181,17 +181,18 @@ print(inspect.getsource(type(course.init_conv).forward))
 shortcut = n_params(course.init_conv.shortcut)
 print(f"shortcut: {shortcut} parameters; the course's network without it: "
       f"{n_params(course) - shortcut:,}")
+assert shortcut == 3 * 64 + 64 and n_params(course) - shortcut == 1_480_771  # the course's count
 with torch.no_grad():
     assert torch.equal(course(x, t, c), course(x, t, c))  # the same input, the same answer
 
 # %% [markdown]
 # ## minidiff's architecture
 # The default `arch="minidiff"` keeps the U but changes what is cheap and steady on a CPU
-# (`minidiff/unet_minidiff.py`'s docstring gives the reasons): the image is cut into 2x2 patches stacked as channels
-# (16x16x3 becomes 8x8x12), one residual block per level with GroupNorm instead of BatchNorm,
-# sinusoidal time features, a 4x4 middle block instead of the 1x1 vector, and time and context
-# added together into one embedding that scales and shifts every block ("FiLM"), not only two
-# decoder stages. Its trace:
+# (`minidiff/unet_minidiff.py`'s docstring gives the reasons): the image is cut into 2x2 patches
+# stacked as channels (16x16x3 becomes 8x8x12), one residual block per level with GroupNorm instead
+# of BatchNorm, sinusoidal time features, a 4x4 middle block instead of the 1x1 vector, and time and
+# context added together into one embedding that scales and shifts every block ("FiLM"), not only
+# two decoder stages. Its trace:
 
 # %%
 fast = build_unet(UnetConfig(arch="minidiff", n_feat=64)).eval()
@@ -238,6 +239,8 @@ for name, model in (("course", course), ("minidiff", fast)):
     print(f"{name}: {total:,} parameters: {shares}")
     print(f"  forward pass, batch {batch}: {forward_ms(model, batch, repeats):.1f} ms on CPU, "
           f"{torch.get_num_threads()} threads")
+    with torch.no_grad():  # both answer in x's own shape: a noise estimate per pixel
+        assert model(x, t, c).shape == x.shape
 
 # %% [markdown]
 # Read the split above: where each network spends its weights. The minidiff network runs its

@@ -12,10 +12,11 @@
 #   measured (how often a classifier agrees with the class asked for, and FID).
 #
 # **Code this chapter explains:** `minidiff/pipeline.py` (`Pipeline.contexts`, `Pipeline.sample`
-# with `classes=`, `mix=`, `guidance=`), `minidiff/samplers.py` (`guided_eps`, `sample_loop`),
+# with `classes=`, `mix=`, `guidance=`), `minidiff/sampling.py` (`guided_eps`, `sample_loop`),
 # where c enters the network in `minidiff/unet.py` (chapter 3), and the measurements in
-# `minidiff/evaluation/metrics.py` (`conditional_accuracy`, `evaluate`). Tests: `tests/test_sampling.py`
-# (`test_guidance_formula`) and `tests/test_pipeline.py` (`test_class_and_mix_contexts`).
+# `minidiff/evaluation/metrics.py` (`conditional_accuracy`, `evaluate`). Tests:
+# `tests/test_sampling.py` (`test_guidance_formula`) and `tests/test_pipeline.py`
+# (`test_class_and_mix_contexts`).
 #
 # This chapter samples with the pipeline's default sampler, DDIM with 25 steps (chapter 6
 # explains it; `sampler="ddpm"` gives the course's 500 steps, 20 times slower). It needs chapter
@@ -58,6 +59,7 @@ per_class, seed = pick(8, 2), 0
 rows = [pipe.sample(per_class, classes=name, seed=seed) for name in pipe.classes]
 save_grid(torch.cat(rows), OUT / "05_classes.png", nrow=per_class)
 print("saved", OUT / "05_classes.png", "(rows:", ", ".join(pipe.classes) + ")")
+assert not torch.allclose(rows[0], rows[1])  # the same noise, another class: another sprite
 
 # %% [markdown]
 # ## Mixing contexts
@@ -80,9 +82,9 @@ save_grid(mixed, OUT / "05_mixes.png", nrow=len(MIXES))
 print("saved", OUT / "05_mixes.png", "(columns:", "; ".join(MIXES) + ")")
 
 # %% [markdown]
-# What do the mixtures look like to a classifier trained on the real sprites? `minidiff/
-# metrics.py` trains a small one (it is also what FID below is measured with); here is the share
-# of each column it puts in each class.
+# What do the mixtures look like to a classifier trained on the real sprites?
+# `minidiff/evaluation/metrics.py` trains a small one (it is also what FID below is measured
+# with); here is the share of each column it puts in each class.
 
 # %%
 dataset = training_data()
@@ -120,27 +122,32 @@ for s in SCALES:
     rows = [pipe.sample(per_class, classes=name, guidance=s, seed=seed) for name in pipe.classes]
     save_grid(torch.cat(rows), OUT / f"05_guidance_{s:g}.png", nrow=per_class)
     variety[s] = float(torch.stack([nearest_other(row).median() for row in rows]).mean())
+    if s == 0:  # eps_u + 0 (eps_c - eps_u) = eps_u: the class is ignored, every row alike
+        assert all(torch.allclose(row, rows[0], atol=1e-5) for row in rows)
 print("saved", ", ".join(str(OUT / f"05_guidance_{s:g}.png") for s in SCALES))
 
 # %% [markdown]
 # ## What the scale does, measured
-# `minidiff.evaluation.metrics.evaluate` (what `python -m minidiff eval --guidance S` runs) samples n images
-# with the data's own class mix and reports, among other things, the conditional accuracy (the
-# share the classifier assigns to the class asked for) and FID against real sprites in the
+# `minidiff.evaluation.metrics.evaluate` (what `python -m minidiff eval --guidance S` runs) samples
+# n images with the data's own class mix and reports, among other things, the conditional accuracy
+# (the share the classifier assigns to the class asked for) and FID against real sprites in the
 # classifier's feature space (lower is better; "noise floor" is what real images score against
 # other real images at this n). A third column, variety, comes from the grids above: the RMS
 # pixel distance from each sprite to the most similar other sprite of its row (its class and
 # scale), averaged over the rows.
 
 # %%
-n = pick(500, 10)
+n = pick(500, 50)
 print(f"{'scale':>6} {'accuracy':>9} {'FID':>8} {'floor':>7} {'variety':>8}   ({n} samples each, "
       "DDIM 25)")
+accuracy = {}
 for s in SCALES:
     r = evaluate(pipe, dataset, SamplerConfig(guidance=s), n=n, seed=1, classifier=classifier,
                  classifier_info=info)
+    accuracy[s] = r["conditional_accuracy"]
     print(f"{s:6g} {r['conditional_accuracy']:9.1%} {r['fid']:8.2f} {r['fid_noise_floor']:7.2f} "
           f"{variety[s]:8.3f}")
+assert accuracy[max(SCALES)] >= accuracy[0.0] + pick(0.3, 0.15)  # guidance steers to the class
 
 # %% [markdown]
 # On the run above, read down the columns. At s = 0 the class is ignored (the five rows of the

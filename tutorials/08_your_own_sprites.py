@@ -13,8 +13,8 @@
 #
 # **Code this chapter explains:** `minidiff/data/datasets.py` (`load_dataset`, `Dataset`), the data
 # command `minidiff/cli/data.py` (`python -m minidiff data preview|export`), the trainer
-# `minidiff/training/config.py`, and the memorisation check in `minidiff/evaluation/metrics.py` (`nearest_rms`,
-# `memorisation`). Tests: `tests/test_data.py`.
+# `minidiff/training/config.py`, and the memorisation check in `minidiff/evaluation/metrics.py`
+# (`nearest_rms`, `memorisation`). Tests: `tests/test_data.py`.
 #
 # "Your" images are drawn here, on the fly, into OUT: a few hundred coins, gems and potions,
 # 40x48 pixels with transparent backgrounds. Put your own folder in their place. At full size
@@ -105,6 +105,9 @@ small = to_uint8(dataset.images[index]).repeat(3, axis=1).repeat(3, axis=2)  # 1
 Image.fromarray(grid(np.concatenate([np.stack(originals), small]), nrow=3, scale=3)).save(
     OUT / "08_resize.png")
 print("saved", OUT / "08_resize.png", "(top: the originals on white; bottom: what the model sees)")
+corners = dataset.images[:, :, [0, 0, -1, -1], [0, -1, 0, -1]]  # transparent in every original
+assert dataset.images.shape[1:] == (3, 16, 16) and torch.allclose(corners, torch.ones(()))
+print("every image is 3 x 16 x 16, and its transparent corners came out white (1.0): checked")
 
 # %% [markdown]
 # ## The course's `.npy` layout, both ways
@@ -120,7 +123,7 @@ print("$ python -m minidiff data export --data", folder, "--out", exported)
 print(subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip())
 images_npy = np.load(exported / "my_sprites_16x16.npy")
 labels_npy = np.load(exported / "my_sprites_labels_16x16.npy")
-names = json.loads((exported / "my_sprites_classes.json").read_text())
+names = json.loads((exported / "my_sprites_classes.json").read_text())["classes"]
 print(f"images {images_npy.dtype} {images_npy.shape}, labels {labels_npy.dtype} "
       f"{labels_npy.shape}, class names {names}")
 
@@ -182,8 +185,8 @@ print("saved", OUT / "08_samples.png", "(rows in pairs, samples then real:",
 
 # %% [markdown]
 # ## Is it copying?
-# With a few hundred images a network can learn them by heart. `minidiff/evaluation/metrics.py` calls a
-# sample a near copy when some training image is within 8/255 root-mean-square of it, and
+# With a few hundred images a network can learn them by heart. `minidiff/evaluation/metrics.py`
+# calls a sample a near copy when some training image is within 8/255 root-mean-square of it, and
 # compares with the same rate among real images (real data has near-duplicates of its own):
 # only a rate well above that base rate suggests memorisation.
 
@@ -194,11 +197,15 @@ held, rest = order[: len(order) // 10], order[len(order) // 10 :]
 base_rate = memorisation(dataset.images[held], dataset.images[rest])
 print(f"near copies among samples: {memorisation(samples, dataset.images):.1%};  among real "
       f"images (a tenth against the rest): {base_rate:.1%}")
+assert memorisation(dataset.images[:20], dataset.images) == 1.0  # a copy is always caught
 distance = nearest_rms(samples, dataset.images)
 print(f"distance to the nearest training image: median {distance.median():.3f}, smallest "
       f"{distance.min():.3f} (near-copy threshold {NEAR_COPY_RMS:.3f}, in [-1, 1] units)")
 
 # %% [markdown]
+# (The check in the code above feeds the measure 20 training images themselves: it calls every
+# one a near copy, so a network that copied could not hide.)
+#
 # On the run above, compare the two rates: a sample rate far above the real one would mean the
 # network reproduces its training images rather than drawing new ones; then train on more
 # images, for fewer steps, or with a narrower network.
