@@ -25,6 +25,7 @@ from minidiff.philox import randn_like_step
 from minidiff.samplers import (
     DPM_SPACINGS,
     SPACINGS,
+    check_eta,
     ddim_step,
     ddim_timesteps,
     ddpm_step,
@@ -63,8 +64,10 @@ class SamplerConfig:
             raise MinidiffError(f"sampler {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
         if self.sampler in FEW_STEP and not 1 <= self.steps <= T:
             raise MinidiffError(f"steps={self.steps} is outside the valid range [1, {T}]")
-        if not 0.0 <= self.eta <= 1.0:
-            raise MinidiffError(f"eta={self.eta} is outside the valid range [0, 1]")
+        try:
+            check_eta(self.eta)  # the steps' own rule, as a one-line MinidiffError
+        except ValueError as error:
+            raise MinidiffError(str(error)) from None
         spacings = DPM_SPACINGS if self.sampler == "dpm++2m" else SPACINGS
         if self.spacing is not None and self.spacing not in spacings:
             raise MinidiffError(f"spacing {self.spacing!r} is not one of {', '.join(spacings)}"
