@@ -1,0 +1,113 @@
+"""Every shell and Python block of README.md runs as written on a fresh clone, at small sizes.
+
+The blocks run in order in one empty folder (as a fresh clone would be, with `tutorials/` linked
+in), each shell line as its own command, each Python block as its own process. Two kinds of line
+are not run: the quick start's installs are checked against `.ci/run`, which runs them for real;
+the other `pip install` lines are checked against pyproject.toml's extras. Lines that train or
+measure for minutes run with the smaller sizes of SMALL, whose every entry must still match a
+README line (so the table cannot rot). Nothing else is substituted: no placeholders.
+"""
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+BLOCKS = re.findall(r"^```(bash|python)\n(.*?)^```", README, flags=re.MULTILINE | re.DOTALL)
+TINY = "--steps 4 --n-feat 8 --n-images 64 --batch-size 16"  # seconds, not minutes
+SMALL = {  # README command (comment dropped) -> what the test runs instead
+    "python -m minidiff train --out runs/sprites": f"python -m minidiff train --out runs/sprites "
+                                                   f"{TINY}",
+    "python -m minidiff eval --n 1000": "python -m minidiff eval --n 40 --classifier-steps 10",
+    "python -m minidiff train --out runs/sprites --resume --steps 2000":
+        "python -m minidiff train --out runs/sprites --resume --steps 8",
+    "python -m minidiff train --data course_layout/sprites_16x16.npy --labels "
+    "course_layout/sprites_labels_16x16.npy --out runs/from-npy":
+        "python -m minidiff train --data course_layout/sprites_16x16.npy --labels "
+        f"course_layout/sprites_labels_16x16.npy --out runs/from-npy {TINY}",
+    "python -m minidiff train --preset course --out runs/course":
+        f"python -m minidiff train --preset course --out runs/course {TINY}",
+    "torchrun --nproc_per_node=2 -m minidiff train --out runs/ddp":
+        f"torchrun --nproc_per_node=2 -m minidiff train --out runs/ddp {TINY}",
+    "python tutorials/01_noising.py": "python tutorials/01_noising.py",  # small: see ENV
+    "python -m minidiff tutorials --notebooks notebooks/":
+        "python -m minidiff tutorials --notebooks notebooks/ --chapters 1",
+}
+# What the README's Python block returns, as it documents: float32 in [-1, 1], uint8 pixels
+PYTHON_CHECKS = """
+import torch
+assert images.dtype == torch.float32 and images.shape == (16, 3, 16, 16), images.shape
+assert images.min() >= -1 and images.max() <= 1, "pipe.sample() is documented as in [-1, 1]"
+assert pixels.dtype == torch.uint8 and pixels.shape == (8, 16, 16, 3), pixels.shape
+"""
+
+
+def command_of(line: str) -> str:
+    """The command on a README line: comment dropped, spaces squeezed."""
+    words = shlex.split(line, comments=True)
+    return " ".join(shlex.quote(w) if " " in w else w for w in words)
+
+
+def quick_start() -> list[str]:
+    (block,) = [code for kind, code in BLOCKS if kind == "bash" and "pip install" in code
+                and "-e ." in code and "minidiff train" in code]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def test_quick_start_is_what_ci_runs():
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    first, second = quick_start()
+    assert second in ci, "the README's test command and .ci/run's must be the same line"
+    install, train = first.split(" && ")
+    assert second.startswith(install.replace("-e .", '-e ".[test]"')), "same torch pin, same -e"
+    assert train == "python -m minidiff train"
+
+
+def test_install_lines_name_real_extras():
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    table = pyproject.split("[project.optional-dependencies]")[1].split("\n[")[0]
+    extras = set(re.findall(r"^(\w+) = \[", table, flags=re.MULTILINE))
+    for kind, code in BLOCKS:
+        for line in code.splitlines():
+            for extra in re.findall(r'-e "\.\[(\w+)\]"', line):
+                assert extra in extras, f"README installs .[{extra}], pyproject has no such extra"
+
+
+def test_small_table_matches_the_readme():
+    commands = {command_of(line) for kind, code in BLOCKS if kind == "bash"
+                for line in code.splitlines() if line.strip()}
+    stale = set(SMALL) - commands
+    assert not stale, f"SMALL names lines the README no longer has: {stale}"
+
+
+def test_every_block_runs(tmp_path):
+    (tmp_path / "tutorials").symlink_to(ROOT / "tutorials")  # a clone has it beside runs/
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "MINIDIFF_CACHE": str(tmp_path / "cache"),
+           "OMP_NUM_THREADS": "1", "MINIDIFF_TUTORIAL_SMALL": "1",
+           "MINIDIFF_TUTORIAL_OUT": str(tmp_path / "chapters"), "PYTHONPATH": ""}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    skipped = set(quick_start())
+    for kind, code in BLOCKS:
+        if kind == "python":
+            run(tmp_path, env, [sys.executable, "-c", code + PYTHON_CHECKS], code)
+            continue
+        for line in code.splitlines():
+            if not line.strip() or line in skipped or "pip install" in line:
+                continue
+            command = SMALL.get(command_of(line), line)
+            run(tmp_path, env, ["bash", "-c", command], line)
+    assert list((tmp_path / "runs" / "sprites" / "samples").glob("*.png")), "sample wrote no PNG"
+
+
+def run(cwd: Path, env: dict, argv: list[str], shown: str) -> None:
+    result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=600, check=False)
+    if result.returncode != 0:
+        pytest.fail(f"README line failed (exit {result.returncode}):\n  {shown}\n"
+                    f"{result.stdout[-1500:]}\n{result.stderr[-3000:]}")
