@@ -18,7 +18,8 @@
 #
 # **Code this chapter explains:** `minidiff/samplers.py` (`ddim_step`, `ddim_timesteps`,
 # `dpm_solver_step`, `dpm_solver_timesteps`),
-# `minidiff/sampling.py` (`SamplerConfig`), its specification `reference/samplers.py`, and the measurements of
+# `minidiff/sampling.py` (`SamplerConfig`), its specification `reference/samplers.py`, its fused
+# kernel `kernels/dpm_solver.py`, and the measurements of
 # `minidiff/evaluation/metrics.py` (`evaluate`, what `python -m minidiff eval` prints, see
 # `minidiff/cli/eval.py`). Tests: `tests/test_samplers.py`, `tests/test_sampling.py`,
 # `tests/test_dpm_solver.py`.
