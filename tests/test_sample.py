@@ -144,6 +144,7 @@ BAD_FLAGS = [
     (["--eta", "1.5"], "argument --eta: 1.5 is too large: it must be <= 1"),
     (["--sampler", "euler"], "argument --sampler: 'euler' is not one of ddim, ddpm"),
     (["--spacing", "log"], "argument --spacing: 'log' is not one of "),
+    (["--spacing", "trailing"], "error: --spacing 'trailing' is not one of course, uniform"),
     (["--normalize", "gamma"], "argument --normalize: 'gamma' is not one of clip, per-image"),
     (["--weights", "best"], "argument --weights: 'best' is not one of ema, model"),
     (["--save-every", "0"], "argument --save-every: 0 is too small: it must be >= 1"),

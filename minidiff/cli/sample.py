@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import time
 from pathlib import Path
 
@@ -115,7 +116,11 @@ def sampler_config(args, T: int) -> SamplerConfig:
                            guidance=args.guidance, fused=args.fused,
                            save_every=getattr(args, "save_every", None),
                            guidance_interval=args.guidance_interval)
-    config.check(T)
+    try:
+        config.check(T)
+    except MinidiffError as error:  # "spacing 'x' is ..." names the field: name the flag typed
+        raise MinidiffError(re.sub(r"^([a-z_]+)(=| (?='))", lambda m: f"--{m[1].replace('_', '-')} ",
+                                   str(error))) from None
     return config
 
 
