@@ -1,6 +1,7 @@
 """Which DDIM eta should `sample` use by default? FID of DDIM-25 at eta 0 against eta 1.
 
     python benchmarks/sample_eta.py --run runs/NAME --n 1000 --seeds 0,1,2
+    python benchmarks/sample_eta.py --run runs/NAME --n 1000 --seeds 0,1,2 --raw   # unclipped
 
 For each seed, `minidiff.evaluation.metrics.evaluate` draws n samples (classes as the data's)
 with DDIM-25 at eta 0 and at eta 1 and scores them in the cached feature classifier against n
@@ -11,6 +12,7 @@ both etas, so each pair differs only in eta. Quality, not speed: it is safe on a
 from __future__ import annotations
 
 import argparse
+import functools
 
 import torch
 
@@ -28,13 +30,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--raw", action="store_true",
+                        help="score the sampler's unclipped output (pipe.sample(clip=False)), as "
+                             "minidiff did before pipe.sample clipped to [-1, 1]")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pipe = minidiff.load(args.run)
+    if args.raw:
+        pipe.sample = functools.partial(pipe.sample, clip=False)  # what `evaluate` calls
     dataset = load_dataset(args.data, image_size=pipe.image_shape[1])
     classifier, info = cached_classifier(dataset)
     print(f"run {pipe.path}; classifier {info['path']} (held-out accuracy {info['accuracy']:.3f})")
-    print(f"| seed | FID eta 0 | FID eta 1 | noise floor | accuracy eta 0 | accuracy eta 1 |")
+    print("| seed | FID eta 0 | FID eta 1 | noise floor | accuracy eta 0 | accuracy eta 1 |")
     print("|---|---|---|---|---|---|")
     totals = {0.0: 0.0, 1.0: 0.0}
     seeds = [int(s) for s in args.seeds.split(",")]
