@@ -24,7 +24,8 @@ import time
 
 CHILD = r"""
 import json, sys, time, torch, minidiff
-run, threads, n, steps, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+run = sys.argv[1]
+threads, n, steps, repeats = (int(a) for a in sys.argv[2:6])
 torch.set_num_threads(threads)
 pipe = minidiff.load(run if run != "-" else None, device="cpu")
 pipe.sample(min(n, 4), steps=steps)  # warm-up: first calls allocate and pick kernels

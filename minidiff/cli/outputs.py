@@ -41,7 +41,7 @@ class Output:
 
 
 def free_stem(folder: Path, stem: str, suffixes: Iterable[str]) -> Path:
-    """folder/stem, or folder/stem-2, -3, ...: the first whose files (one per suffix) are all new."""
+    """folder/stem, or folder/stem-2, -3, ...: the first whose files (one per suffix) are new."""
     suffixes = list(suffixes)
     for number in range(1, 100_000):
         candidate = folder / (stem if number == 1 else f"{stem}-{number}")

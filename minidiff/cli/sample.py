@@ -119,8 +119,8 @@ def sampler_config(args, T: int) -> SamplerConfig:
     try:
         config.check(T)
     except MinidiffError as error:  # "spacing 'x' is ..." names the field: name the flag typed
-        raise MinidiffError(re.sub(r"^([a-z_]+)(=| (?='))", lambda m: f"--{m[1].replace('_', '-')} ",
-                                   str(error))) from None
+        flag = lambda m: f"--{m[1].replace('_', '-')} "  # noqa: E731
+        raise MinidiffError(re.sub(r"^([a-z_]+)(=| (?='))", flag, str(error))) from None
     return config
 
 
@@ -274,7 +274,8 @@ def describe(config: SamplerConfig, T: int) -> str:
     updates = len(config.timesteps(T)) - 1
     name = {"ddim": "DDIM", "ddpm": "DDPM", "ddpm-no-noise": "DDPM without noise",
             "dpm++2m": "DPM-Solver++(2M)"}.get(config.sampler, config.sampler)
-    text = f"{name} {updates} steps" + (f" (eta {config.eta:g})" if config.sampler == "ddim" else "")
+    text = f"{name} {updates} steps"
+    text += f" (eta {config.eta:g})" if config.sampler == "ddim" else ""
     text += f", guidance {config.guidance:g}" if config.guidance is not None else ""
     if config.guidance_interval is not None:
         text += " at t in [{}, {}]".format(*config.guidance_interval)
@@ -282,7 +283,7 @@ def describe(config: SamplerConfig, T: int) -> str:
 
 
 def parse_mix(text: str):
-    """"hero=1,food=0.6" -> {"hero": 1.0, "food": 0.6}; "1,0,0.6,0,0" -> [1.0, 0.0, 0.6, 0.0, 0.0]."""
+    """"hero=1,food=0.6" -> {"hero": 1.0, "food": 0.6}; "1,0,0.6,0,0" -> [1, 0, 0.6, 0, 0]."""
     items = [item.strip() for item in text.split(",") if item.strip()]
     if not items:
         raise MinidiffError(f"--mix {text!r} is empty: give e.g. hero=1,food=0.6")
