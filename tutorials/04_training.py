@@ -11,9 +11,11 @@
 #   minidiff's recipe against the course's (Adam at a constant 1e-3, no clipping, no EMA).
 #
 # **Code this chapter explains:** `minidiff/training/config.py` (`TrainConfig`, `learning_rate`),
-# `minidiff/training/trainer.py` (`train`, `Trainer.train_step`), `minidiff/training/batches.py`
-# (what each step draws), `minidiff/ema.py` (`EMA`), `minidiff/training/runs.py` (the run folder)
-# and `minidiff/noising.py` (`q_sample`). Tests: `tests/training/test_trainer.py`.
+# `minidiff/training/trainer.py` (`train`, `Trainer.train_step`),
+# `minidiff/training/trainer_setup.py` (what the Trainer does before its first step, on a resume
+# too), `minidiff/training/batches.py` (what each step draws), `minidiff/ema.py` (`EMA`),
+# `minidiff/training/runs.py` (the run folder) and `minidiff/noising.py` (`q_sample`).
+# Tests: `tests/training/test_trainer.py`.
 #
 # **Time:** at full size this chapter trains for a few minutes on 2 CPU cores (one main run,
 # one shorter run for the comparison); under MINIDIFF_TUTORIAL_SMALL=1 for seconds. The main run

@@ -1,5 +1,6 @@
 """Training plumbing around the course's loss: the torch-free configuration (`config`), the Trainer
-and its loop (`trainer`), batches, checkpoints, run folders, progress and process groups.
+and its loop (`trainer`, set up by `trainer_setup`), batches, checkpoints, run folders, progress
+and process groups.
 
     from minidiff.training import TrainConfig, train
     trainer = train(TrainConfig(steps=200, out="runs/short"))
