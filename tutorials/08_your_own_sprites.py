@@ -11,10 +11,12 @@
 #   sample by your class names, and check that a model trained on few images is not simply
 #   copying them.
 #
-# **Code this chapter explains:** `minidiff/data/datasets.py` (`load_dataset`, `Dataset`), the data
-# command `minidiff/cli/data.py` (`python -m minidiff data preview|export`), the trainer
-# `minidiff/training/config.py`, and the memorisation check in `minidiff/evaluation/metrics.py`
-# (`nearest_rms`, `memorisation`). Tests: `tests/test_data.py`.
+# **Code this chapter explains:** `minidiff/data/datasets.py` (`load_dataset`, `Dataset`) and its
+# readers, `minidiff/data/npy.py` (the course's files), `minidiff/data/folders.py` (image
+# folders), `minidiff/data/resize.py` (pad and area-average) and `minidiff/data/limits.py` (the
+# bounds on untrusted input), the data command `minidiff/cli/data.py` (`python -m minidiff data
+# preview|export`), the trainer `minidiff/training/config.py`, and the memorisation check in
+# `minidiff/evaluation/metrics.py` (`nearest_rms`, `memorisation`). Tests: `tests/test_data.py`.
 #
 # "Your" images are drawn here, on the fly, into OUT: a few hundred coins, gems and potions,
 # 40x48 pixels with transparent backgrounds. Put your own folder in their place. At full size

@@ -1,0 +1,28 @@
+"""The bounds on untrusted input: how large an image, how many classes, how much memory.
+
+Every size is checked before anything that large is allocated. A `.npy` header must describe
+exactly the bytes the file holds (`minidiff.data.npy`); an image's size is read from its header
+before it is decoded (`minidiff.data.folders`: at most `MAX_IMAGE_SIDE` pixels a side); at most
+`MAX_CLASSES` classes; and the float32 images of one dataset at most `MAX_DATASET_BYTES`, checked
+from the count and `image_size` before loading (`check_memory`).
+
+Tutorial: tutorials/08_your_own_sprites.py.
+"""
+
+from __future__ import annotations
+
+from minidiff.utils.errors import MinidiffError
+
+MAX_IMAGE_SIDE = 4096  # pixels on the longer side of an image file (padded square: 64 MiB RGBA)
+MAX_CLASSES = 1000  # classes one dataset may have (a context input of the network each)
+MAX_DATASET_BYTES = 8 * 2**30  # the float32 images (N, 3, S, S) a dataset holds in memory
+
+
+def check_memory(count: int, image_size: int, what: str) -> None:
+    """Refuse a dataset whose float32 images would not fit in MAX_DATASET_BYTES."""
+    need = count * 3 * image_size**2 * 4
+    if need > MAX_DATASET_BYTES:
+        raise MinidiffError(f"{count} images of {image_size}x{image_size} from {what} need "
+                            f"{need / 2**30:.1f} GiB as float32, over the "
+                            f"{MAX_DATASET_BYTES // 2**30} GiB a dataset may hold; pass a smaller "
+                            f"n (--n-images) or image_size")
