@@ -15,7 +15,7 @@ does not pull in torch.
 
 from __future__ import annotations
 
-import importlib
+from minidiff.utils.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -32,12 +32,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'minidiff' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -10,15 +10,11 @@ The names below load on first use, so `import minidiff.training.config` pulls in
 
 from __future__ import annotations
 
-import importlib
+from minidiff.utils.lazy import lazy_exports
 
 _EXPORTS = {"TrainConfig": "minidiff.training.config", "with_preset": "minidiff.training.config",
             "Trainer": "minidiff.training.trainer", "train": "minidiff.training.trainer"}
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'minidiff.training' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
