@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from minidiff.data.images import SUFFIXES, check_suffix
-from minidiff.utils.atomic import atomic_path
+from minidiff.utils.atomic import atomic_path, fsync_file
 from minidiff.utils.errors import MinidiffError
 
 
@@ -103,7 +103,7 @@ def write_together(writes: list[tuple[Path, Callable[[Path], None]]]) -> None:
                 current = path
                 tmp = stack.enter_context(atomic_path(path))
                 writer(tmp)
-                _fsync(tmp)  # a full disk shows here at the latest, before any rename
+                fsync_file(tmp)  # a full disk shows here at the latest, before any rename
             current = None  # the renames run as the stack closes
     except OSError as error:
         if current is None:  # rare: the data was all written, a rename or fsync failed
@@ -112,14 +112,6 @@ def write_together(writes: list[tuple[Path, Callable[[Path], None]]]) -> None:
         raise MinidiffError(f"writing {current} failed ({_reason(error)}); none of this "
                             "command's outputs were written: free some space or give another "
                             "path") from None
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _reason(error: OSError) -> str:

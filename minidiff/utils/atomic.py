@@ -39,7 +39,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
-        _fsync_file(tmp)
+        fsync_file(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
         _fsync_folder(path.parent)
@@ -65,7 +65,8 @@ def remove_leftovers(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def _fsync_file(path: Path) -> None:
+def fsync_file(path: Path) -> None:
+    """Flush a written file to the disk: a full disk shows here at the latest."""
     # O_RDWR rather than O_RDONLY: Windows' fsync (_commit) needs a handle open for writing
     fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
     try:
