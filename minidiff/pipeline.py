@@ -34,17 +34,11 @@ from minidiff.training.checkpoint import load_trained
 from minidiff.utils.device import resolve_device
 from minidiff.utils.errors import MinidiffError
 from minidiff.data.images import NORMALIZE, to_uint8
-from minidiff.sampling import SamplerConfig, sample_loop
+from minidiff.sampling import ETA, SamplerConfig, sample_loop  # ETA: DDIM's default eta
 from minidiff.schedules import Schedule
 
 __all__ = ["Pipeline", "load"]
 
-# DDIM's eta for `sample` and the CLI: the lower FID of eta 0 and 1 for DDIM-25 on the default
-# run (`python -m minidiff train`, 1,500 steps; benchmarks/sample_eta.py, 500 samples, seeds 0
-# and 1): eta 0 scored 0.75 and 1.01 against eta 1's 1.21 and 1.74 (noise floor 0.49, 0.67), and
-# at step 1,000 0.70 and 0.88 against 1.40 and 1.86. Conditional accuracy: 0.92 at eta 0, 0.89
-# and 0.93 at eta 1.
-ETA = 0.0
 # Images per network call. Memory then stays flat in n: `sample --steps 1 --npy` on the default
 # network peaked at 359 MB resident for --n 500 and 361 MB for --n 5000.
 BATCH_SIZE = 256

@@ -16,7 +16,6 @@ Tutorials: tutorials/02_sampling.py (DDPM), tutorials/06_fast_sampling.py (DDIM)
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -25,56 +24,76 @@ from minidiff.philox import randn_like_step
 from minidiff.samplers import (
     DPM_SPACINGS,
     SPACINGS,
-    check_eta,
     ddim_step,
     ddim_timesteps,
     ddpm_step,
     dpm_solver_step,
     dpm_solver_timesteps,
 )
+from minidiff.reference.samplers import ETA_RANGE
 from minidiff.schedules import Schedule
 from minidiff.utils.errors import MinidiffError
+from minidiff.utils.rules import check_settings, setting
 
-__all__ = ["SAMPLERS", "SamplerConfig", "guided_eps", "load_kernels", "sample_loop"]
+__all__ = ["ETA", "GUIDANCE", "SAMPLERS", "SamplerConfig", "guided_eps", "load_kernels",
+           "sample_loop"]
 
 SAMPLERS = ("ddim", "ddpm", "ddpm-no-noise", "dpm++2m")
 FEW_STEP = ("ddim", "dpm++2m")  # the samplers that take `steps`
 
 
+# DDIM's eta by default (`pipe.sample`, the CLI): the lower FID of eta 0 and 1 for DDIM-25 on the
+# default run (`python -m minidiff train`, 1,500 steps; benchmarks/sample_eta.py, 500 samples, seeds
+# 0 and 1): eta 0 scored 0.75 and 1.01 against eta 1's 1.21 and 1.74 (noise floor 0.49, 0.67), and
+# at step 1,000 0.70 and 0.88 against 1.40 and 1.86. Conditional accuracy: 0.92 at eta 0, 0.89
+# and 0.93 at eta 1.
+ETA = 0.0
+GUIDANCE = (0.0, 20.0)  # the guidance scales allowed: past ~10 the images burn out; 1e30 gave
+# all-black sprites
+
+
 @dataclass
 class SamplerConfig:
-    """How to walk from noise to images; `python -m minidiff sample` maps its flags onto this."""
+    """How to walk from noise to images; `python -m minidiff sample` maps its flags onto this.
 
-    sampler: str = "ddim"  # "ddim", "ddpm" (all T steps), "ddpm-no-noise" (the course's z = 0
-    # demo) or "dpm++2m" (DPM-Solver++(2M), Lu et al. 2022b: second order, deterministic)
-    steps: int = 25  # DDIM / DPM-Solver++ updates (the course's demo: 25); DDPM always takes T
-    eta: float = 0.0  # DDIM noise: 0 deterministic (the course), 1 DDPM-like (DDIM eq. 16)
-    spacing: str | None = None  # timesteps: "course" = range(T, 0, -(T // steps)), "uniform", or
-    # for DPM-Solver++ also "trailing" (T..0 evenly); None: "course" for DDIM, "trailing" for DPM
-    guidance: float | None = None  # classifier-free scale s in eps_u + s (eps_c - eps_u); None: off
+    Each field declares its rule once (`minidiff.utils.rules.setting`): `SamplerConfig(...)`
+    refuses a value that breaks it in one line, and the sample/eval flags parse with the same rule
+    (`minidiff.cli.sample`). `check(T)` adds the rules that need the schedule's T.
+    """
+
+    sampler: str = setting("ddim", "how to walk from noise to images", choices=SAMPLERS)
+    # "ddpm" takes all T steps, "ddpm-no-noise" is the course's z = 0 demo, "dpm++2m" is
+    # DPM-Solver++(2M) (Lu et al. 2022b: second order, deterministic)
+    steps: int = setting(25, "DDIM / dpm++2m updates (the course's demo: 25); DDPM always takes "
+                         "all T", low=1)  # and <= T: `check`
+    eta: float = setting(ETA, "DDIM noise: 0 deterministic (the course), 1 DDPM-like (DDIM eq. "
+                         "16)", low=ETA_RANGE[0], high=ETA_RANGE[1])  # the steps' own range
+    spacing: str | None = setting(None, "timesteps: course = range(T, 0, -(T // steps)), "
+                                  "uniform, or for dpm++2m also trailing (T..0 evenly); None: "
+                                  "course for DDIM, trailing for dpm++2m", choices=DPM_SPACINGS)
+    guidance: float | None = setting(None, "classifier-free scale s in eps_u + s (eps_c - eps_u); "
+                                     "None: off", low=GUIDANCE[0], high=GUIDANCE[1],
+                                     why="past about 10 the images burn out")
     guidance_interval: tuple[int, int] | None = None  # (lo, hi) in timesteps t: guide only where
     # lo <= t <= hi, plain conditional eps elsewhere (Kynkaanniemi et al. 2024); None: every t
-    clip_x0: bool = False  # DDIM: clamp the predicted x0 to [-1, 1] (the course does not)
-    fused: bool = False  # run each update as one Triton kernel (minidiff.kernels)
-    save_every: int | None = None  # frames: DDPM keeps t % 20 == 0 (course), DDIM every step
+    clip_x0: bool = setting(False, "DDIM: clamp the predicted x0 to [-1, 1] (the course does not)")
+    fused: bool = setting(False, "run each update as one Triton kernel (minidiff.kernels)")
+    save_every: int | None = setting(None, "frames: DDPM keeps t % 20 == 0 (course), DDIM every "
+                                     "step", low=1)
+
+    def __post_init__(self):
+        check_settings(self)
 
     def check(self, T: int) -> None:
-        """Raise a one-line MinidiffError for a setting that cannot run on a T-step schedule."""
-        if self.sampler not in SAMPLERS:
-            raise MinidiffError(f"sampler {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
-        if self.sampler in FEW_STEP and not 1 <= self.steps <= T:
-            raise MinidiffError(f"steps={self.steps} is outside the valid range [1, {T}]")
-        try:
-            check_eta(self.eta)  # the steps' own rule, as a one-line MinidiffError
-        except ValueError as error:
-            raise MinidiffError(str(error)) from None
-        spacings = DPM_SPACINGS if self.sampler == "dpm++2m" else SPACINGS
-        if self.spacing is not None and self.spacing not in spacings:
-            raise MinidiffError(f"spacing {self.spacing!r} is not one of {', '.join(spacings)}"
-                                + (" (trailing is for dpm++2m)"
-                                   if self.spacing in DPM_SPACINGS else ""))
-        if self.guidance is not None and not math.isfinite(self.guidance):
-            raise MinidiffError(f"guidance={self.guidance} must be a finite scale, e.g. 0 to 8")
+        """Raise a one-line MinidiffError for a setting that cannot run on a T-step schedule:
+        each field's own rule (declared above, checked again should a field have been set since),
+        then the rules that need T or tie fields together."""
+        check_settings(self)
+        if self.sampler in FEW_STEP and self.steps > T:
+            raise MinidiffError(f"steps={self.steps} is too large: it must be <= {T}, the run's T")
+        if self.sampler != "dpm++2m" and self.spacing is not None and self.spacing not in SPACINGS:
+            raise MinidiffError(f"spacing {self.spacing!r} is not one of {', '.join(SPACINGS)} "
+                                f"({self.spacing} is for dpm++2m)")
         if self.guidance_interval is not None:
             lo, hi = self.guidance_interval
             if self.guidance is None:
@@ -82,8 +101,6 @@ class SamplerConfig:
             if not 0 <= lo <= hi <= T:
                 raise MinidiffError(f"guidance interval {lo},{hi} must satisfy "
                                     f"0 <= lo <= hi <= {T}")
-        if self.save_every is not None and self.save_every < 1:
-            raise MinidiffError(f"save_every={self.save_every} must be at least 1")
 
     def timesteps(self, T: int) -> list[int]:
         """The timesteps visited, from T down to 0; each consecutive pair (t, s) is one update."""

@@ -15,6 +15,7 @@ from .schedules import Schedule, check_same_shape, check_t, extract
 
 VARIANCES = ("beta", "beta_tilde", "none")
 SPACINGS = ("course", "uniform")
+ETA_RANGE = (0.0, 1.0)  # DDIM eq. (16)'s eta: 0 deterministic, 1 DDPM-like (the config's range too)
 
 
 def check_variance(variance: str) -> None:
@@ -25,8 +26,9 @@ def check_variance(variance: str) -> None:
 
 def check_eta(eta) -> None:
     """DDIM's eta (eq. 16) lies in [0, 1]: 0 is deterministic, 1 DDPM-like; else ValueError."""
-    if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta={eta!r} is outside the valid range [0, 1]")
+    low, high = ETA_RANGE
+    if not low <= eta <= high:
+        raise ValueError(f"eta={eta!r} is outside the valid range [{low:g}, {high:g}]")
 
 
 def check_s_before_t(t, s) -> None:

@@ -25,12 +25,12 @@ import torch
 from minidiff.cli import flags
 from minidiff.cli.outputs import Output, check_outputs, free_stem, write_together
 from minidiff.data.images import NORMALIZE, columns, save_gif, save_grid
-from minidiff.pipeline import BATCH_SIZE, ETA, MIX_WEIGHTS, Pipeline, load, mix_weight
-from minidiff.samplers import DPM_SPACINGS
-from minidiff.sampling import FEW_STEP, SAMPLERS, SamplerConfig, load_kernels
+from minidiff.pipeline import BATCH_SIZE, MIX_WEIGHTS, Pipeline, load, mix_weight
+from minidiff.sampling import ETA, FEW_STEP, SamplerConfig, load_kernels
 from minidiff.training.config import CORES
 from minidiff.utils.atomic import write_npy
 from minidiff.utils.errors import MinidiffError
+from minidiff.utils.rules import rules
 
 MAX_N = 100_000  # sprites per command: the uint8 result stays under 100 MB at 16x16
 SHOWN = 1024  # the most sprites a PNG grid or GIF shows (the first ones; --npy keeps all)
@@ -39,7 +39,9 @@ PER_CLASS = 8  # default rows: 8 draws of every class
 # 16) while one thread took 0.44 s; sprite-sized networks gain little from more.
 # benchmarks/sample_threads.py measures it (quiet and busy, 1 to all cores, OMP wait policy).
 THREADS = 1
-GUIDANCE = (0.0, 20.0)  # past ~10 the images burn out; 1e30 gave all-black sprites
+# The sampler flags parse with SamplerConfig's own rules (one owner: minidiff/sampling.py), so a
+# bad word is refused by argparse in one line naming the flag, as the config refuses it from Python.
+RULES = rules(SamplerConfig)
 
 
 def add_sampler_arguments(parser, command: str = "sample") -> None:
@@ -49,19 +51,19 @@ def add_sampler_arguments(parser, command: str = "sample") -> None:
     add("--ckpt", help="a checkpoint.pt file (instead of --run)")
     add("--weights", type=flags.choice(("ema", "model")), default="ema", metavar="{ema,model}",
         help="the EMA average or the raw trained weights")
-    add("--sampler", type=flags.choice(SAMPLERS), default="ddim",
-        metavar="{" + ",".join(SAMPLERS) + "}", help="how to walk from noise to images")
-    add("--steps", type=flags.integer(low=1), help="DDIM / dpm++2m updates (default: 25); DDPM "
-        "always takes all T")
-    add("--eta", type=flags.number(low=0, high=1), help=f"DDIM noise: 0 deterministic, 1 "
+    add("--sampler", type=flags.rule_type(RULES["sampler"]), default=SamplerConfig.sampler,
+        metavar="{" + ",".join(RULES["sampler"].choices) + "}",
+        help="how to walk from noise to images")
+    add("--steps", type=flags.rule_type(RULES["steps"]), help=f"DDIM / dpm++2m updates (default: "
+        f"{SamplerConfig.steps}); DDPM always takes all T")
+    add("--eta", type=flags.rule_type(RULES["eta"]), help=f"DDIM noise: 0 deterministic, 1 "
         f"DDPM-like (default: {ETA:g}, the lower FID of the two on a default run)")
-    add("--spacing", type=flags.choice(DPM_SPACINGS), default=None,
-        metavar="{" + ",".join(DPM_SPACINGS) + "}", help="which timesteps DDIM or dpm++2m visit "
-        "(default: course for DDIM, trailing = T..0 evenly for dpm++2m)")
+    add("--spacing", type=flags.rule_type(RULES["spacing"]), default=None,
+        metavar="{" + ",".join(RULES["spacing"].choices) + "}", help="which timesteps DDIM or "
+        "dpm++2m visit (default: course for DDIM, trailing = T..0 evenly for dpm++2m)")
     steer = ("towards --class or --mix" if command == "sample"
              else "towards the data's classes (a conditional run)")
-    add("--guidance", type=flags.number(low=GUIDANCE[0], high=GUIDANCE[1],
-                                        why="past about 10 the images burn out"),
+    add("--guidance", type=flags.rule_type(RULES["guidance"]),
         help=f"classifier-free guidance scale s, steering {steer} (default: off)")
     add("--guidance-interval", type=guidance_interval, metavar="LO,HI",
         help="guide only at timesteps LO <= t <= HI (t in 0..T, not sigma), plain conditional "
@@ -89,8 +91,8 @@ def add_arguments(parser) -> None:
     add("--out", help="the PNG grid (default: runs/<run>/samples/<sampler>-<steps>-seed<k>.png)")
     add("--gif", nargs="?", const="", metavar="PATH",
         help="also save the denoising animation, 5 fps (default path: beside the PNG)")
-    add("--save-every", type=flags.integer(low=1), help="GIF frames every this many timesteps "
-        "(DDPM; default: the course's rule) or DDIM steps (default: 1)")
+    add("--save-every", type=flags.rule_type(RULES["save_every"]), help="GIF frames every this "
+        "many timesteps (DDPM; default: the course's rule) or DDIM steps (default: 1)")
     add("--npy", nargs="?", const="", metavar="PATH",
         help="also save uint8 (N, H, W, C) pixels, contexts beside them (default path: beside "
              "the PNG)")
@@ -109,14 +111,13 @@ def sampler_config(args, T: int) -> SamplerConfig:
     if args.steps is not None and args.sampler not in FEW_STEP:
         raise MinidiffError(f"--steps is for --sampler ddim or dpm++2m; {args.sampler} takes "
                             f"all {T} steps")
-    if args.steps is not None and args.steps > T:
-        raise MinidiffError(f"--steps {args.steps} is too large: it must be <= {T}, the run's T")
-    config = SamplerConfig(sampler=args.sampler, steps=25 if args.steps is None else args.steps,
-                           eta=ETA if args.eta is None else args.eta, spacing=args.spacing,
-                           guidance=args.guidance, fused=args.fused,
-                           save_every=getattr(args, "save_every", None),
-                           guidance_interval=args.guidance_interval)
     try:
+        config = SamplerConfig(sampler=args.sampler,
+                               steps=SamplerConfig.steps if args.steps is None else args.steps,
+                               eta=ETA if args.eta is None else args.eta, spacing=args.spacing,
+                               guidance=args.guidance, fused=args.fused,
+                               save_every=getattr(args, "save_every", None),
+                               guidance_interval=args.guidance_interval)
         config.check(T)
     except MinidiffError as error:  # "spacing 'x' is ..." names the field: name the flag typed
         flag = lambda m: f"--{m[1].replace('_', '-')} "  # noqa: E731
