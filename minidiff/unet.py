@@ -6,7 +6,8 @@
   about 5x cheaper and steadier on a CPU.
 
 Both are a `ContextUnet` (`minidiff/unet_base.py`: the interface, its notation and its checks),
-built by `build_unet(UnetConfig(...))`. What each costs and learns per CPU-second:
+built by `build_unet(UnetConfig(...))`; `minidiff/unet_config.py` holds the config, the arch
+names and the image size rule without torch. What each costs and learns per CPU-second:
 benchmarks/RESULTS.md, "Networks".
 
 Tutorial: tutorials/03_unet.py.
@@ -14,9 +15,8 @@ Tutorial: tutorials/03_unet.py.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from minidiff.unet_base import ContextUnet
+from minidiff.unet_config import ARCHS, UnetConfig
 from minidiff.unet_course import CourseUnet
 from minidiff.unet_minidiff import MinidiffUnet
 from minidiff.utils.errors import MinidiffError
@@ -24,17 +24,9 @@ from minidiff.utils.errors import MinidiffError
 __all__ = ["ARCHS", "NETWORKS", "ContextUnet", "CourseUnet", "MinidiffUnet", "UnetConfig",
            "build_unet"]
 
-NETWORKS = {"course": CourseUnet, "minidiff": MinidiffUnet}  # arch name -> network class
-ARCHS = tuple(NETWORKS)
-
-
-@dataclass
-class UnetConfig:
-    arch: str = "minidiff"  # "course" (the course's network) or "minidiff" (faster on a CPU)
-    in_channels: int = 3  # image channels (RGB)
-    n_feat: int = 64  # channels at full resolution; 2 * n_feat at the coarser levels
-    n_cfeat: int = 5  # context size: the number of classes; 0 for an unconditional model
-    height: int = 16  # image height = width, divisible by 4 (two 2x poolings)
+# arch name -> network class, in ARCHS's order. ARCHS and UnetConfig live in the torch-free
+# `minidiff/unet_config.py`, so that the training config can check --arch without loading torch.
+NETWORKS = {net.arch: net for net in (MinidiffUnet, CourseUnet)}
 
 
 def build_unet(config: UnetConfig) -> ContextUnet:

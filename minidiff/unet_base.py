@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from minidiff.unet_config import check_image_size
 from minidiff.utils.errors import MinidiffError
 
 
@@ -69,9 +70,7 @@ class ContextUnet(nn.Module):
 
 
 def _check_config(in_channels, n_feat, n_cfeat, height) -> None:
-    if height < 4 or height % 4:
-        raise MinidiffError(f"height={height} must be a positive multiple of 4 (the U-Net halves "
-                            f"it twice); resize images to e.g. 16 or 32")
+    check_image_size(height, "height")
     if n_feat < 8 or n_feat % 8:
         raise MinidiffError(f"n_feat={n_feat} must be a positive multiple of 8 (GroupNorm(8))")
     if in_channels < 1 or n_cfeat < 0:

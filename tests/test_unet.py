@@ -55,8 +55,8 @@ def test_default_config_builds_the_minidiff_arch():
     assert type(build_unet(config)) is MinidiffUnet and n_params(build_unet(config)) == 1_663_628
     model = build_unet(UnetConfig(arch="course", n_feat=16))
     assert type(model) is CourseUnet and model.arch == "course" and model.n_feat == 16
-    assert ARCHS == ("course", "minidiff")
-    assert set(ARCHS) == set(TRAIN_ARCHS)  # the torch-free config's copy of the choice
+    assert ARCHS == ("minidiff", "course") == tuple(NETWORKS)  # the default first
+    assert TRAIN_ARCHS is ARCHS  # one owner (minidiff/unet_config.py), which config imports
     assert all(issubclass(c, ContextUnet) and c.arch == a for a, c in NETWORKS.items())
 
 
@@ -139,7 +139,7 @@ def test_height_not_divisible_by_four_is_refused(height):
 def test_bad_arguments_are_refused_in_one_line():
     model = net("course", n_feat=16)
     x = torch.randn(2, 3, 16, 16)
-    one_line_error(lambda: net("resnet"), "course, minidiff")
+    one_line_error(lambda: net("resnet"), "minidiff, course")
     one_line_error(lambda: net(n_feat=12), "multiple of 8")
     one_line_error(lambda: model(torch.randn(2, 3, 32, 32), torch.rand(2)), "height=32")
     one_line_error(lambda: model(x, torch.rand(3)), "one t / T per image")

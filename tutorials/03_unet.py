@@ -11,7 +11,8 @@
 # - how minidiff's default "minidiff" architecture differs, and what both cost in parameters and
 #   time.
 #
-# **Code this chapter explains:** `minidiff/unet.py` (`UnetConfig`, `build_unet`),
+# **Code this chapter explains:** `minidiff/unet.py` (`build_unet`), `minidiff/unet_config.py`
+# (`UnetConfig`, the arch names and the image size rule, torch-free),
 # `minidiff/unet_base.py` (`ContextUnet`, what both networks share), `minidiff/unet_course.py`
 # (`CourseUnet` and its blocks `ResidualConvBlock`, `UnetDown`, `UnetUp`, `EmbedFC`) and
 # `minidiff/unet_minidiff.py` (`MinidiffUnet`, `ResBlock`). Tests: `tests/test_unet.py`. The

@@ -24,6 +24,7 @@ from minidiff.cli import flags
 from minidiff.cli.outputs import Output, check_outputs, probe_folder, write_together
 from minidiff.data.datasets import Dataset, load_dataset
 from minidiff.data.images import by_class, save_grid, to_uint8
+from minidiff.unet_config import IMAGE_SIZE_STEP
 from minidiff.utils.atomic import write_json, write_npy
 from minidiff.utils.errors import MinidiffError
 
@@ -39,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="'sprites' (built-in, the default), a .npy file or an image folder")
     parser.add_argument("--labels", default=None, help="labels .npy (one-hot rows or indices)")
     parser.add_argument("--classes", default=None, help="class names 'a,b,c' or a .json file")
-    parser.add_argument("--image-size", type=flags.integer(low=4), default=16,
+    parser.add_argument("--image-size", type=flags.integer(low=IMAGE_SIZE_STEP), default=16,
                         help="side in pixels (multiple of 4)")
     parser.add_argument("-n", "--n", type=flags.integer(low=1), default=None,
                         help="how many images (built-in: how many to draw; else a random subset; "

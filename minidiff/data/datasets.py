@@ -40,6 +40,7 @@ from minidiff.data.limits import check_memory
 from minidiff.data.npy import load_npy, subset
 from minidiff.data.resize import enlarge
 from minidiff.data.sprites import CLASSES, make_sprites
+from minidiff.unet_config import check_image_size
 from minidiff.utils.errors import MinidiffError
 
 BUILTIN = "sprites"
@@ -60,9 +61,7 @@ def load_dataset(data: str | None = None, labels: str | None = None,
                  classes: str | list[str] | None = None, image_size: int = 16,
                  n: int | None = None, seed: int = 0) -> Dataset:
     """Load `data` (see the module docstring) as a `Dataset` of `image_size` x `image_size`."""
-    if not _is_int(image_size) or image_size < 4 or image_size % 4:
-        raise MinidiffError(f"image_size={image_size} must be a positive multiple of 4 (the U-Net "
-                            f"halves it twice); try 16 or 32")
+    check_image_size(image_size)
     if n is not None and (not _is_int(n) or n < 1):
         raise MinidiffError(f"n={n} must be at least 1")
     if data is None or str(data) == BUILTIN:

@@ -30,9 +30,10 @@ The default recipe, and why (measured on the 2-core AVX512-BF16 CPU minidiff is 
   at 0.190, 0.156 and 0.138 for 1e-3, 2e-3 and 4e-3; clipping at norm 1 keeps that rate stable;
 - EMA decay 0.995: it averages about the last 200 steps, smooth yet not stale in a short run.
 
-This module imports no torch (`minidiff.utils.rules` and the reference's schedule names only): each
-field declares its default, help and rule once with `setting`, `TrainConfig(...)` checks them, and
-`python -m minidiff train` makes its flags from them (`minidiff.cli.flags`). The run itself is
+This module imports no torch (`minidiff.utils.rules`, the reference's schedule names and the
+networks' torch-free `minidiff.unet_config` only): each field declares its default, help and rule
+once with `setting`, `TrainConfig(...)` checks them, and `python -m minidiff train` makes its flags
+from them (`minidiff.cli.flags`). The run itself is
 `minidiff.training.trainer` (`minidiff.training.train(config)`).
 
 Tutorial: tutorials/04_training.py.
@@ -46,10 +47,10 @@ import os
 from dataclasses import dataclass
 
 from minidiff.reference.schedules import KINDS as SCHEDULES
+from minidiff.unet_config import ARCHS, IMAGE_SIZE_STEP, check_image_size  # the networks' rules
 from minidiff.utils.errors import MinidiffError
 from minidiff.utils.rules import check_settings, setting
 
-ARCHS = ("minidiff", "course")  # the networks of `minidiff.unet`
 OPTIMIZERS = ("adamw", "adam")
 LR_SCHEDULES = ("cosine", "constant", "course")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -82,7 +83,7 @@ class TrainConfig:
     n_images: int | None = setting(None, "use this many images (default: all of them; built-in "
                                    "sprites: 20,000 drawn)", low=1, high=MAX_IMAGES)
     image_size: int = setting(16, "images are resized to this many pixels square (a multiple "
-                              "of 4)", low=4, high=MAX_IMAGE_SIZE)
+                              "of 4)", low=IMAGE_SIZE_STEP, high=MAX_IMAGE_SIZE)
     # noise schedule (the course's)
     schedule: str = setting("linear", "the course's linear betas, or cosine (Nichol & Dhariwal "
                             "2021)", choices=SCHEDULES)
@@ -150,6 +151,7 @@ def check_config(config: TrainConfig) -> None:
     """Raise a one-line MinidiffError for any value that cannot train: each field's own rule
     (declared above), then the rules that tie fields together."""
     check_settings(config)
+    check_image_size(config.image_size)
     if config.steps is not None and config.epochs is not None:
         raise MinidiffError("both steps and epochs are set; pass --steps or --epochs, not both")
     if config.steps is None and config.epochs is None and config.minutes is None:
