@@ -22,6 +22,7 @@ import triton
 import triton.language as tl
 
 from minidiff.kernels import launch
+from minidiff.kernels.samplers import predict_x0
 from minidiff.schedules import Schedule
 
 __all__ = ["dpm_solver_step"]
@@ -55,9 +56,7 @@ def _dpm_solver_step_kernel(
 
     x_t = tl.load(x_t_ptr + offsets, mask=mask).to(tl.float32)
     eps_theta = tl.load(eps_theta_ptr + offsets, mask=mask).to(tl.float32)
-    sqrt_one_minus_alpha_bar_t = tl.sqrt(1.0 - alpha_bar_t).to(tl.float32)
-    one_over_sqrt_alpha_bar_t = (1.0 / tl.sqrt(alpha_bar_t)).to(tl.float32)
-    x0_theta = (x_t - sqrt_one_minus_alpha_bar_t * eps_theta) * one_over_sqrt_alpha_bar_t
+    x0_theta = predict_x0(x_t, eps_theta, alpha_bar_t)  # DDIM eq. (12), as the DDIM kernel
     d = x0_theta
     if SECOND_ORDER:
         alpha_bar_t_prev = tl.load(alpha_bar_ptr + tl.load(t_prev_ptr + b))
@@ -95,21 +94,14 @@ def dpm_solver_step(
     """
     if (x0_theta_prev is None) != (t_prev is None):
         raise ValueError("give x0_theta_prev and t_prev together (second order) or neither")
-    batch, n_per_sample = launch.batch_view("x_t", x_t)
-    eps_theta = launch.contiguous_input("eps_theta", eps_theta, x_t)
-    t = launch.check_t(t, schedule.T, x_t)
-    s = launch.check_t(s, schedule.T, x_t, name="s", low=0)
+    batch, n_per_sample, x_t, eps_theta, t, s, schedule = launch.jump_inputs(
+        x_t, eps_theta, t, s, schedule)
     second_order = x0_theta_prev is not None
     if second_order:
         x0_theta_prev = launch.contiguous_input("x0_theta_prev", x0_theta_prev, x_t)
         t_prev = launch.check_t(t_prev, schedule.T, x_t, name="t_prev")
-    if s.device.type != "cuda":  # the order checks would wait for a GPU
-        if bool((s >= t).any()):
-            raise ValueError("s must be earlier than t (s < t) for every sample")
-        if second_order and bool((t_prev <= t).any()):
+        if t_prev.device.type != "cuda" and bool((t_prev <= t).any()):  # would wait for a GPU
             raise ValueError("t_prev must be later than t (t_prev > t) for every sample")
-    schedule = launch.on_device(schedule, x_t)
-    x_t = x_t.contiguous()
     out = launch.output(out, x_t)
     x0_theta_out = launch.output(x0_theta_out, x_t)
     if x_t.numel() == 0:

@@ -15,7 +15,7 @@ import triton.language as tl
 
 from minidiff import schedules
 from minidiff.philox import philox_seed
-from minidiff.samplers import check_z
+from minidiff.samplers import check_s_before_t, check_z
 from minidiff.schedules import Schedule, check_same_shape
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -67,6 +67,20 @@ def check_t(t, T: int, x: torch.Tensor, name: str = "t", low: int = 1) -> torch.
             raise ValueError(f"{name} must be an int tensor of shape ({x.shape[0]},)")
         return t.to(torch.int64).contiguous()  # range check skipped: it would wait for the GPU
     return schedules.check_t(t, T, x, name=name, low=low).contiguous()
+
+
+def jump_inputs(x_t: torch.Tensor, eps_theta: torch.Tensor, t, s, schedule: Schedule):
+    """The checks every wrapper of a step from t to an earlier s starts with (DDIM, DPM-Solver++):
+    x_t and eps_theta (made contiguous), t in [1, T], s in [0, T] and s < t (read only off a GPU:
+    there it would wait), the schedule on x_t's device. Returns (batch, n_per_sample, x_t,
+    eps_theta, t, s, schedule)."""
+    batch, n_per_sample = batch_view("x_t", x_t)
+    eps_theta = contiguous_input("eps_theta", eps_theta, x_t)
+    t = check_t(t, schedule.T, x_t)
+    s = check_t(s, schedule.T, x_t, name="s", low=0)
+    if s.device.type != "cuda":  # the order check would wait for the GPU
+        check_s_before_t(t, s)
+    return batch, n_per_sample, x_t.contiguous(), eps_theta, t, s, on_device(schedule, x_t)
 
 
 def on_device(schedule: Schedule, x: torch.Tensor) -> Schedule:

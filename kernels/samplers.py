@@ -23,7 +23,6 @@ import triton.language as tl
 from minidiff.kernels import launch
 from minidiff.samplers import (
     check_eta,
-    check_s_before_t,
     check_variance,
     ddim_sigma,
     ddpm_coefficients,
@@ -188,14 +187,8 @@ def ddim_step(
     (B,). `out=x_t` updates in place. Dtypes as `ddpm_step`.
     """
     check_eta(eta)
-    batch, n_per_sample = launch.batch_view("x_t", x_t)
-    eps_theta = launch.contiguous_input("eps_theta", eps_theta, x_t)
-    t = launch.check_t(t, schedule.T, x_t)
-    s = launch.check_t(s, schedule.T, x_t, name="s", low=0)
-    if s.device.type != "cuda":  # the order check would wait for the GPU
-        check_s_before_t(t, s)
-    schedule = launch.on_device(schedule, x_t)
-    x_t = x_t.contiguous()
+    batch, n_per_sample, x_t, eps_theta, t, s, schedule = launch.jump_inputs(
+        x_t, eps_theta, t, s, schedule)
     out = launch.output(out, x_t)
     if eta > 0:
         def sigma():
