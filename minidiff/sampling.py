@@ -99,7 +99,7 @@ class SamplerConfig:
             if self.guidance is None:
                 raise MinidiffError("a guidance interval needs a guidance scale (--guidance S)")
             if not 0 <= lo <= hi <= T:
-                raise MinidiffError(f"guidance interval {lo},{hi} must satisfy "
+                raise MinidiffError(f"guidance_interval {lo},{hi} must satisfy "
                                     f"0 <= lo <= hi <= {T}")
 
     def timesteps(self, T: int) -> list[int]:

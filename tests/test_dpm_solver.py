@@ -296,7 +296,8 @@ def test_sample_dpm_solver_with_a_guidance_interval(tiny_run, tmp_path, capsys):
 @pytest.mark.parametrize("flags, message", [
     (["--sampler", "dpm++2m", "--eta", "1"], r"--eta is for --sampler ddim; dpm\+\+2m adds no"),
     (["--guidance-interval", "5"], "'5' is not two timesteps LO,HI"),
-    (["--guidance-interval", "300,200", "--guidance", "2", "--class", "hero"], "0 <= LO <= HI"),
+    (["--guidance-interval", "300,200", "--guidance", "2", "--class", "hero"],
+     "error: --guidance-interval 300,200 must satisfy 0 <= lo <= hi <= 500"),
     (["--guidance-interval", "60,410"], "needs a guidance scale"),
     (["--sampler", "ddim", "--spacing", "trailing"], "trailing is for dpm\\+\\+2m"),
 ])
