@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from minidiff.philox import randn_like_step
+from minidiff.reference.samplers import ETA_RANGE
 from minidiff.samplers import (
     DPM_SPACINGS,
     SPACINGS,
@@ -30,7 +31,6 @@ from minidiff.samplers import (
     dpm_solver_step,
     dpm_solver_timesteps,
 )
-from minidiff.reference.samplers import ETA_RANGE
 from minidiff.schedules import Schedule
 from minidiff.utils.errors import MinidiffError
 from minidiff.utils.rules import check_settings, setting
