@@ -42,7 +42,7 @@ def test_grid_npy_and_contexts(run, tmp_path, capsys):
     code = sample(run, tmp_path, "--n", "6", "--steps", "5", "--class", "hero,2", "--seed", "4",
                   "--out", str(out), "--npy", str(npy), "--normalize", "per-image")
     assert code == 0
-    assert "6 sprites, one column per class (hero, 2): DDIM 5 steps (eta 0), seed 4" in \
+    assert "6 sprites, one column per class (hero, 2): DDIM 5 steps (eta 1), seed 4" in \
         capsys.readouterr().out
     pixels, contexts = np.load(npy), np.load(tmp_path / "s_contexts.npy")
     assert pixels.shape == (6, 16, 16, 3) and pixels.dtype == np.uint8

@@ -28,7 +28,7 @@ from minidiff.utils.atomic import remove_leftovers, write_json, write_text
 from minidiff.training.checkpoint import CHECKPOINT_NAME
 from minidiff.utils.errors import MinidiffError
 from minidiff.data.images import columns, save_grid
-from minidiff.sampling import SamplerConfig, sample_loop
+from minidiff.sampling import ETA, SamplerConfig, sample_loop
 from minidiff.schedules import Schedule
 
 try:
@@ -203,9 +203,8 @@ def preview(model, schedule: Schedule, *, n_classes: int, shape, seed: int, per_
     `save_preview` gives each class a column (`minidiff.data.images.columns`); 32 unconditional.
 
     DDIM with `sampling.sample_loop` (the course's spacing: 500, 480, ..., 20, 0 for T = 500) at
-    eta = 1, not the course's eta = 0: fresh noise at each jump corrects a young network's errors
-    where deterministic DDIM follows them (a 1,245-step default-recipe run: FID 0.55 against 0.93;
-    see benchmarks/RESULTS.md, Sampling). The noise is seeded and the same at every preview, so the
+    `sampling.ETA` (1, the same as `sample`'s default), not the course's eta = 0: fresh noise at
+    each jump corrects a young network's errors where deterministic DDIM follows them. The noise is seeded and the same at every preview, so the
     grids show training progress rather than new draws.
     """
     rows = n_classes or 4
@@ -213,7 +212,7 @@ def preview(model, schedule: Schedule, *, n_classes: int, shape, seed: int, per_
     c = None
     if n_classes:  # image i: one-hot class i mod k, cycled as `Pipeline.contexts` does
         c = torch.eye(n_classes, device=device).repeat(per_class, 1)
-    config = SamplerConfig(sampler="ddim", steps=min(n_steps, schedule.T), eta=1.0)
+    config = SamplerConfig(sampler="ddim", steps=min(n_steps, schedule.T), eta=ETA)
     x, _, _ = sample_loop(model, schedule, (rows * per_class, *shape), c, config, seed=seed)
     return x
 

@@ -43,7 +43,7 @@ def test_sample_with_no_flags_shows_every_class_in_the_run_folder(run, capsys):
     first = run / "samples" / "ddim-2-seed0.png"
     assert out.splitlines()[0] == f"run {run}, EMA weights"
     assert "40 sprites, one column per class (hero, non-hero, food, spell, side-facing): " \
-           "DDIM 2 steps (eta 0), seed 0" in out and f"wrote {first}" in out
+           "DDIM 2 steps (eta 1), seed 0" in out and f"wrote {first}" in out
     assert Image.open(first).size == (4 * (5 * 17 + 1), 4 * (8 * 17 + 1))  # 5 columns, 8 rows
     before = first.read_bytes()
     assert cli("sample", "--run", str(run), "--steps", "2", "--seed", "0") == 0
