@@ -45,3 +45,21 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def disk_full_at_second_fsync(monkeypatch):
+    """A disk that fills up while a command writes its outputs: the first fsync succeeds, every
+    later one raises ENOSPC, as a real full disk does at the write that no longer fits."""
+    import errno
+
+    real_fsync, calls = os.fsync, []
+
+    def full_disk(fd):
+        calls.append(fd)
+        if len(calls) >= 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    return calls

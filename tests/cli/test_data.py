@@ -73,20 +73,8 @@ def test_an_unwritable_out_fails_before_loading(tmp_path, capsys, monkeypatch):
     assert "is a file, not a folder" in one_line(capsys)
 
 
-def test_a_full_disk_during_export_leaves_no_file(tmp_path, capsys, monkeypatch):
+def test_a_full_disk_during_export_leaves_no_file(tmp_path, capsys, disk_full_at_second_fsync):
     """ENOSPC injected at the labels file's fsync: not even the images file is left."""
-    import errno
-    import os
-
-    real_fsync, calls = os.fsync, []
-
-    def full_disk(fd):
-        calls.append(fd)
-        if len(calls) >= 2:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", full_disk)
     out = tmp_path / "out"
     assert cli("data", "export", "-n", "5", "--out", str(out)) == 2
     assert "no space left on the device); none of this command's outputs" in one_line(capsys)

@@ -133,17 +133,9 @@ def test_a_chmod_read_only_folder_fails_before_sampling(run, tmp_path, capsys):
     assert "cannot write in" in one_line(capsys)
 
 
-def test_a_full_disk_leaves_no_output_and_one_line(run, tmp_path, capsys, monkeypatch):
+def test_a_full_disk_leaves_no_output_and_one_line(run, tmp_path, capsys,
+                                                  disk_full_at_second_fsync):
     """ENOSPC injected at the second file's fsync: neither the PNG nor the .npy is left."""
-    real_fsync, calls = os.fsync, []
-
-    def full_disk(fd):
-        calls.append(fd)
-        if len(calls) >= 2:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", full_disk)
     out = tmp_path / "out"
     assert cli("sample", "--run", str(run), "--steps", "1", "--n", "2", "--out",
                str(out / "x.png"), "--npy", str(out / "x.npy")) == 2
