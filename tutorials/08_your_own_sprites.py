@@ -16,7 +16,7 @@
 # folders), `minidiff/data/resize.py` (pad and area-average) and `minidiff/data/limits.py` (the
 # bounds on untrusted input), the data command `minidiff/cli/data.py` (`python -m minidiff data
 # preview|export`), the trainer `minidiff/training/config.py`, and the memorisation check in
-# `minidiff/evaluation/metrics.py` (`nearest_rms`, `memorisation`). Tests: `tests/test_data.py`.
+# `minidiff/evaluation/metrics.py` (`nearest_rms`, `memorisation`). Tests: `tests/data/test_datasets.py`.
 #
 # "Your" images are drawn here, on the fly, into OUT: a few hundred coins, gems and potions,
 # 40x48 pixels with transparent backgrounds. Put your own folder in their place. At full size
