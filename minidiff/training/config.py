@@ -122,7 +122,11 @@ class TrainConfig:
     channels_last: bool | None = setting(None, "channels-last memory layout (default: on for "
                                          "CUDA, off for CPU)")
     compile: bool = setting(False, "torch.compile the network (slow to start, faster steps)")
-    threads: int | None = setting(None, "torch CPU threads (default: torch's choice); resuming "
+    # Measured (benchmarks/RESULTS.md, Threads): 80 steps took 41 s on 2 threads and 60 s on 1
+    # on a quiet 2-core machine, but 99 s against 54 s with one other busy process. The default
+    # stays torch's (all cores) because a run's thread count is part of its bit-exact resume.
+    threads: int | None = setting(None, "torch CPU threads (default: torch's choice, all cores); "
+                                  "on a shared machine --threads 1 holds up far better; resuming "
                                   "with another count is allowed but not bit-for-bit", low=1,
                                   high=CORES, why=f"this machine has {CORES} cores")
     # run folder
