@@ -31,7 +31,7 @@ from _trained import feature_classifier, nearest_other, trained_run, training_da
 from _tutorial import OUT, pick
 
 import minidiff
-from minidiff.data.images import save_grid
+from minidiff.data.images import by_class, save_grid
 from minidiff.evaluation.metrics import classify, evaluate
 from minidiff.sampling import SamplerConfig, guided_eps
 
@@ -57,8 +57,8 @@ print("no class:", pipe.contexts(3))
 # %%
 per_class, seed = pick(8, 2), 0
 rows = [pipe.sample(per_class, classes=name, seed=seed) for name in pipe.classes]
-save_grid(torch.cat(rows), OUT / "05_classes.png", nrow=per_class)
-print("saved", OUT / "05_classes.png", "(rows:", ", ".join(pipe.classes) + ")")
+save_grid(by_class(rows), OUT / "05_classes.png", nrow=len(rows))
+print("saved", OUT / "05_classes.png", "(columns:", ", ".join(pipe.classes) + ")")
 assert not torch.allclose(rows[0], rows[1])  # the same noise, another class: another sprite
 
 # %% [markdown]
@@ -113,14 +113,14 @@ for column, name in enumerate(MIXES):
 print(inspect.getsource(guided_eps))
 
 # %% [markdown]
-# The same seeds and classes at four scales. One grid per scale, one row per class.
+# The same seeds and classes at four scales. One grid per scale, one column per class.
 
 # %%
 SCALES = (0.0, 1.0, 2.0, 4.0)
 variety = {}  # per scale: how different the sprites of one class row are from each other
 for s in SCALES:
     rows = [pipe.sample(per_class, classes=name, guidance=s, seed=seed) for name in pipe.classes]
-    save_grid(torch.cat(rows), OUT / f"05_guidance_{s:g}.png", nrow=per_class)
+    save_grid(by_class(rows), OUT / f"05_guidance_{s:g}.png", nrow=len(rows))
     variety[s] = float(torch.stack([nearest_other(row).median() for row in rows]).mean())
     if s == 0:  # eps_u + 0 (eps_c - eps_u) = eps_u: the class is ignored, every row alike
         assert all(torch.allclose(row, rows[0], atol=1e-5) for row in rows)
@@ -157,6 +157,6 @@ assert accuracy[max(SCALES)] >= accuracy[0.0] + pick(0.3, 0.15)  # guidance stee
 # rewards typical, recognisable members of each class and sees little of the variety within a
 # class, so with guidance it can improve, even below the noise floor, while the sprites become
 # more alike. The variety column is there to show that cost: expect it to shrink as s grows,
-# as each class row converges on a few typical sprites.
+# as each class column converges on a few typical sprites.
 #
 # **Next:** chapter 6 makes sampling 20 times faster.

@@ -39,7 +39,7 @@ from minidiff.reference import samplers as ref
 import minidiff
 from minidiff import samplers
 from minidiff.sampling import SamplerConfig
-from minidiff.data.images import save_grid
+from minidiff.data.images import by_class, save_grid
 from minidiff.evaluation.metrics import evaluate
 
 pipe = minidiff.load(trained_run(), device="cpu")
@@ -268,7 +268,7 @@ interval = (int(inside.min()), int(inside.max()))
 print(f"sigma in (0.28, 5.42] is t in [{interval[0]}, {interval[1]}] of T = {T}")
 
 # %% [markdown]
-# The same seeds, one row per class, with DPM-Solver++ at 10 steps: no guidance (s = 1, the
+# The same seeds, one column per class, with DPM-Solver++ at 10 steps: no guidance (s = 1, the
 # conditional model), s = 4 at every step, and s = 4 inside the interval only. Variety is chapter
 # 5's: the RMS distance from each sprite to its nearest other sprite of the same row; accuracy
 # and FID come from `evaluate`. Outside the interval the step uses the plain conditional model,
@@ -285,7 +285,7 @@ guided = {}
 for name, kwargs in guidance_settings.items():
     rows = [pipe.sample(per_class, sampler="dpm++2m", steps=10, classes=c, seed=seed, **kwargs)
             for c in pipe.classes]
-    save_grid(torch.cat(rows), OUT / f"06_guidance_{len(guided)}.png", nrow=per_class)
+    save_grid(by_class(rows), OUT / f"06_guidance_{len(guided)}.png", nrow=len(rows))
     config = SamplerConfig("dpm++2m", steps=10, guidance=kwargs.get("guidance"),
                            guidance_interval=kwargs.get("guidance_interval"))
     r = evaluate(pipe, dataset, config, n=n_eval, seed=1, classifier=classifier,

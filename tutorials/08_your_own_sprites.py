@@ -35,7 +35,7 @@ from PIL import Image, ImageDraw
 
 import minidiff
 from minidiff.data.datasets import load_dataset
-from minidiff.data.images import grid, save_grid, to_uint8
+from minidiff.data.images import by_class, grid, save_grid, to_uint8
 from minidiff.evaluation.metrics import NEAR_COPY_RMS, memorisation, nearest_rms
 from minidiff.training import TrainConfig, train
 
@@ -181,8 +181,8 @@ rows = []
 for c, name in enumerate(pipe.classes):
     rows.append(pipe.sample(k, classes=name, seed=0))
     rows.append(dataset.images[torch.nonzero(labels == c).flatten()[:k]])
-save_grid(torch.cat(rows), OUT / "08_samples.png", nrow=k)
-print("saved", OUT / "08_samples.png", "(rows in pairs, samples then real:",
+save_grid(by_class(rows), OUT / "08_samples.png", nrow=len(rows))
+print("saved", OUT / "08_samples.png", "(columns in pairs, samples then real:",
       ", ".join(pipe.classes) + ")")
 
 # %% [markdown]

@@ -57,10 +57,14 @@ def columns(n: int, n_classes: int = 0) -> int:
     return square
 
 
-def by_class(pixels_per_class: list[np.ndarray]) -> np.ndarray:
-    """Interleave uint8 images per class [(n_a, H, W, C), (n_b, H, W, C), ...] into the cycled
+def by_class(pixels_per_class: list):
+    """Interleave images per class [(n_a, H, W, C), (n_b, H, W, C), ...] into the cycled
     order a0, b0, ..., a1, b1, ... in which `columns` gives each class its own column. A class
-    with fewer images than the longest leaves white tiles at the bottom of its column."""
+    with fewer images than the longest leaves white tiles at the bottom of its column.
+
+    Also takes torch images (n, C, H, W), as `save_grid` does, one tensor per class of equal n."""
+    if isinstance(pixels_per_class[0], torch.Tensor):
+        return rearrange(torch.stack(pixels_per_class), "k r c h w -> (r k) c h w")
     longest = max(len(p) for p in pixels_per_class)
     shape = pixels_per_class[0].shape[1:]
     padded = [np.concatenate([p, np.full((longest - len(p), *shape), 255, np.uint8)])
