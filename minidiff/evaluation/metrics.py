@@ -21,6 +21,17 @@ does not notice at a glance, yet far above the 1-level rounding of a true copy. 
 near-duplicates of its own (measured: 10% of the built-in sprites lie within 4/255 of another, 5%
 of the rltiles items are exact repeats), so `evaluate` scores real images the same way and reports
 that base rate beside the samples' rate: only an excess over it suggests memorisation.
+
+Diversity per class (`class_diversity`): for each class, the mean pairwise feature distance among
+the samples of that class over the same among real images of that class. 1.0 is as varied as
+real; well below 1 means the samples collapse onto a few prototypes, which FID sees only as a
+vague rise and conditional accuracy rewards.
+
+Two instruments: `evaluate` measures a run against the data it was trained on (what `python -m
+minidiff eval` prints); `evaluate_held_out` measures it against images it never saw (issue 11,
+`benchmarks/train_quality.py`): the samples' FID against the whole held-out set, its floor the
+FID of as many *training* images (draws from the data distribution, as a perfect sampler's are),
+over several sample seeds.
 """
 
 from __future__ import annotations
@@ -249,6 +260,37 @@ def conditional_accuracy(classifier, images: torch.Tensor, contexts: torch.Tenso
     return classify_accuracy(classifier, images, contexts.argmax(1).to(images.device))
 
 
+# %% Diversity
+
+
+def mean_pairwise_distance(feats: np.ndarray) -> float | None:
+    """Mean Euclidean distance over the pairs i < j of the rows of `feats` (k, D); None if k < 2."""
+    if len(feats) < 2:
+        return None
+    feats = torch.from_numpy(np.asarray(feats, dtype=np.float64))
+    return float(torch.pdist(feats).mean())
+
+
+def class_diversity(feats: np.ndarray, labels: torch.Tensor, real_feats: np.ndarray,
+                    real_labels: torch.Tensor, classes: list[str]) -> dict:
+    """{class name: mean pairwise distance among its samples / the same among its real images}
+    (module docstring); None for a class with fewer than 2 images on either side."""
+    labels, real_labels = np.asarray(labels), np.asarray(real_labels)
+    names = classes or [f"class{i}" for i in range(int(max(labels.max(), real_labels.max())) + 1)]
+    ratios = {}
+    for i, name in enumerate(names):
+        spread = mean_pairwise_distance(feats[labels == i])
+        real = mean_pairwise_distance(real_feats[real_labels == i])
+        ratios[name] = spread / real if spread is not None and real else None
+    return ratios
+
+
+def mean_of(values) -> float | None:
+    """Mean of the numbers among `values` (None skipped); None if there are none."""
+    numbers = [v for v in values if v is not None]
+    return float(np.mean(numbers)) if numbers else None
+
+
 # %% One evaluation
 
 
@@ -264,9 +306,42 @@ def evaluate(pipe, dataset: Dataset, sampler, n: int = 1000, seed: int = 0,
         classifier, classifier_info = cached_classifier(dataset)
     if n < 2:
         raise MinidiffError(f"n={n}: FID needs at least 2 samples")
+    conditional = check_run_fits(pipe, dataset, sampler)
     m = min(n, len(dataset) // 2)
     order = torch.from_numpy(np.random.default_rng(seed).permutation(len(dataset)))
     ref, floor = order[:m], order[m:2 * m]
+    mix = dataset.contexts[ref] if conditional else None
+    samples, seconds = sample_like(pipe, sampler, n, mix, seed)
+    contexts = pipe.contexts(n, mix=mix).cpu() if conditional else None
+    real_feats, floor_feats = (features(classifier, dataset.images[rows]) for rows in (ref, floor))
+    sample_feats = features(classifier, samples)
+    labels = dataset.contexts.argmax(1)
+    asked = contexts.argmax(1) if conditional else classify(classifier, samples)
+    rest = torch.ones(len(dataset), dtype=torch.bool)
+    rest[floor] = False
+    diversity = class_diversity(sample_feats, asked, real_feats, labels[ref], dataset.classes)
+    return {
+        "n_samples": n, "n_real": m, "seed": seed, "sampling_seconds": seconds,
+        "samples_per_second": n / seconds,
+        "fid": fid(sample_feats[:m], real_feats),
+        "fid_noise_floor": fid(floor_feats, real_feats),
+        "conditional_accuracy": (conditional_accuracy(classifier, samples, contexts)
+                                 if conditional else None),
+        "memorisation": memorisation(samples, dataset.images),
+        "memorisation_real": memorisation(dataset.images[floor], dataset.images[rest]),
+        "near_copy_rms": NEAR_COPY_RMS,
+        "diversity_per_class": diversity, "diversity": mean_of(diversity.values()),
+        "diversity_floor": mean_of(class_diversity(floor_feats, labels[floor], real_feats,
+                                                   labels[ref], dataset.classes).values()),
+        "classifier_accuracy": (classifier_info or {}).get("accuracy"),
+        "classifier_path": (classifier_info or {}).get("path"),
+        "dataset": dataset.name, "dataset_hash": dataset_hash(dataset),
+    }
+
+
+def check_run_fits(pipe, dataset: Dataset, sampler) -> bool:
+    """Whether the samples are class-conditioned; refuses data with other classes than the run's
+    and guidance without classes."""
     conditional = pipe.n_cfeat > 0 and dataset.contexts.shape[1] > 0
     if conditional and pipe.classes and list(pipe.classes) != list(dataset.classes):
         raise MinidiffError(f"the run's classes ({', '.join(pipe.classes)}) are not the data's "
@@ -274,28 +349,106 @@ def evaluate(pipe, dataset: Dataset, sampler, n: int = 1000, seed: int = 0,
                             "trained on")
     if sampler.guidance is not None and not conditional:
         raise MinidiffError("guidance needs a conditional run and labelled data")
-    mix = dataset.contexts[ref] if conditional else None
+    return conditional
+
+
+def sample_like(pipe, sampler, n: int, mix: torch.Tensor | None, seed: int):
+    """(n samples on the CPU, seconds taken), conditioned on the rows of `mix` (None: no class)."""
     start = time.perf_counter()
+    guided = sampler.guidance if mix is not None else None
     samples = pipe.sample(n, sampler.sampler, sampler.steps, sampler.eta, mix=mix,
-                          guidance=sampler.guidance if conditional else None, seed=seed,
-                          fused=sampler.fused, spacing=sampler.spacing,
-                          guidance_interval=sampler.guidance_interval if conditional else None).cpu()
-    seconds = time.perf_counter() - start
-    contexts = pipe.contexts(n, mix=mix).cpu() if conditional else None
-    real_feats = features(classifier, dataset.images[ref])
-    rest = torch.ones(len(dataset), dtype=torch.bool)
-    rest[floor] = False
+                          guidance=guided, seed=seed, fused=sampler.fused,
+                          spacing=sampler.spacing,
+                          guidance_interval=sampler.guidance_interval if guided else None)
+    return samples.cpu(), time.perf_counter() - start
+
+
+# %% Against held-out images (issue 11)
+
+
+def split_dataset(dataset: Dataset, holdout: float, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """(train, held_out) Datasets of `split`'s seeded random split, rows in their file order."""
+    parts = (np.sort(rows) for rows in split(dataset, holdout, seed))
+    return tuple(Dataset(dataset.images[torch.from_numpy(rows)],
+                         dataset.contexts[torch.from_numpy(rows)], dataset.classes, dataset.name)
+                 for rows in parts)
+
+
+def evaluate_held_out(pipe, train: Dataset, held_out: Dataset, sampler, n: int = 1000,
+                      seeds=(0, 1, 2), classifier=None, classifier_info: dict | None = None) -> dict:
+    """Measure a run trained on `train` against `held_out` images it never saw, over `seeds`.
+
+    For each seed: m = min(n, len(train)) random training images (drawn with that seed) play a
+    perfect sampler, and m samples are conditioned on their classes, so both have the data's class
+    mix and the same m. Both are compared with the whole held-out set H: FID(samples, H) and the
+    floor FID(training images, H). Memorisation and the median nearest-training-image RMS are
+    measured for the samples and, as the real base rate, for H. The classifier defaults to the
+    cached one of train + held_out. Returns plain numbers (`summarise`'s `_each`, `_mean`, `_min`).
+    """
+    if classifier is None:
+        whole = Dataset(torch.cat([train.images, held_out.images]),
+                        torch.cat([train.contexts, held_out.contexts]), train.classes, train.name)
+        classifier, classifier_info = cached_classifier(whole)
+    n = min(n, len(train))
+    if n < 2 or len(held_out) < 2:
+        raise MinidiffError(f"FID needs at least 2 samples and 2 held-out images, got n={n} "
+                            f"and {len(held_out)} held out")
+    conditional = check_run_fits(pipe, train, sampler)
+    held = (features(classifier, held_out.images), held_out.contexts.argmax(1))
+    rows = [_held_out_seed(pipe, train, sampler, n, seed, classifier, held, conditional)
+            for seed in seeds]
+    rms_real = nearest_rms(held_out.images, train.images)
+    seconds = sum(row.pop("sampling_seconds") for row in rows)
     return {
-        "n_samples": n, "n_real": m, "seed": seed, "sampling_seconds": seconds,
-        "samples_per_second": n / seconds,
-        "fid": fid(features(classifier, samples[:m]), real_feats),
-        "fid_noise_floor": fid(features(classifier, dataset.images[floor]), real_feats),
-        "conditional_accuracy": (conditional_accuracy(classifier, samples, contexts)
-                                 if conditional else None),
-        "memorisation": memorisation(samples, dataset.images),
-        "memorisation_real": memorisation(dataset.images[floor], dataset.images[rest]),
-        "near_copy_rms": NEAR_COPY_RMS,
+        "n_samples": n, "n_train": len(train), "n_held_out": len(held_out), "seeds": list(seeds),
+        **summarise(rows),
+        "memorisation_real": float((rms_real <= NEAR_COPY_RMS).float().mean()),
+        "nearest_rms_median_real": float(rms_real.median()), "near_copy_rms": NEAR_COPY_RMS,
+        "sampling_seconds": seconds, "samples_per_second": n * len(rows) / seconds,
         "classifier_accuracy": (classifier_info or {}).get("accuracy"),
         "classifier_path": (classifier_info or {}).get("path"),
-        "dataset": dataset.name, "dataset_hash": dataset_hash(dataset),
+        "dataset": train.name, "train_hash": dataset_hash(train),
+        "held_out_hash": dataset_hash(held_out),
     }
+
+
+def _held_out_seed(pipe, train: Dataset, sampler, n: int, seed: int, classifier, held,
+                   conditional: bool) -> dict:
+    """One seed of `evaluate_held_out`: its samples and training images against H."""
+    held_feats, held_labels = held
+    rows = torch.from_numpy(np.random.default_rng(seed).permutation(len(train))[:n])
+    mix = train.contexts[rows] if conditional else None
+    samples, seconds = sample_like(pipe, sampler, n, mix, seed)
+    sample_feats, real_feats = features(classifier, samples), features(classifier, train.images[rows])
+    asked = mix.argmax(1) if conditional else classify(classifier, samples)
+    rms = nearest_rms(samples, train.images)
+    classes = train.classes
+    return {
+        "fid": fid(sample_feats, held_feats), "fid_floor": fid(real_feats, held_feats),
+        "conditional_accuracy": (conditional_accuracy(classifier, samples, mix)
+                                 if conditional else None),
+        "memorisation": float((rms <= NEAR_COPY_RMS).float().mean()),
+        "nearest_rms_median": float(rms.median()),
+        "diversity": class_diversity(sample_feats, asked, held_feats, held_labels, classes),
+        "diversity_floor": class_diversity(real_feats, train.contexts[rows].argmax(1),
+                                           held_feats, held_labels, classes),
+        "sampling_seconds": seconds,
+    }
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Per-seed results as `<key>_each` (a list) and `<key>_mean`, plus `fid_min` and
+    `fid_floor_min`. A per-class dict (diversity) becomes `<key>_per_class` (each class's mean
+    over seeds) and `<key>_mean` (the mean over classes); None (no classes) stays None."""
+    summary = {}
+    for key in rows[0]:
+        values = [row[key] for row in rows]
+        if isinstance(values[0], dict):
+            per_class = {name: mean_of(v[name] for v in values) for name in values[0]}
+            summary |= {f"{key}_per_class": per_class, f"{key}_mean": mean_of(per_class.values()),
+                        f"{key}_each": [mean_of(v.values()) for v in values]}
+            continue
+        summary |= {f"{key}_each": values, f"{key}_mean": mean_of(values)}
+        if key.startswith("fid"):
+            summary[f"{key}_min"] = min(values)
+    return summary
