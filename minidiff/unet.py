@@ -33,5 +33,12 @@ def build_unet(config: UnetConfig) -> ContextUnet:
     """The network `config.arch` names, of the config's size."""
     if config.arch not in NETWORKS:
         raise MinidiffError(f"arch={config.arch!r} is not one of {', '.join(ARCHS)}")
-    return NETWORKS[config.arch](in_channels=config.in_channels, n_feat=config.n_feat,
-                                 n_cfeat=config.n_cfeat, height=config.height)
+    sizes = dict(in_channels=config.in_channels, n_feat=config.n_feat, n_cfeat=config.n_cfeat,
+                 height=config.height)
+    if config.arch == "course":  # the course's network, exactly: no patches, no dropout
+        if (config.patch, config.dropout) != (UnetConfig.patch, UnetConfig.dropout):
+            raise MinidiffError(f"patch={config.patch} and dropout={config.dropout} are settings "
+                                "of the minidiff network; the course's has neither (drop them, "
+                                "or pass --arch minidiff)")
+        return CourseUnet(**sizes)
+    return MinidiffUnet(**sizes, patch=config.patch, dropout=config.dropout)

@@ -27,6 +27,11 @@ class UnetConfig:
     n_feat: int = 64  # channels at full resolution; 2 * n_feat at the coarser levels
     n_cfeat: int = 5  # context size: the number of classes; 0 for an unconditional model
     height: int = 16  # image height = width, divisible by 4 (two 2x poolings)
+    patch: int = 2  # "minidiff" reads patch x patch pixel blocks as channels: 2 (cheap) or 1 (full res)
+    dropout: float = 0.0  # "minidiff": dropout inside each residual block (DDPM used 0.1 on CIFAR-10)
+
+
+PATCHES = (1, 2)  # the minidiff network's patch sides: full resolution, or 2x2 blocks as channels
 
 
 def check_image_size(size, name: str = "image_size") -> None:

@@ -144,3 +144,29 @@ def test_bad_arguments_are_refused_in_one_line():
     one_line_error(lambda: model(torch.randn(2, 3, 32, 32), torch.rand(2)), "height=32")
     one_line_error(lambda: model(x, torch.rand(3)), "one t / T per image")
     one_line_error(lambda: model(x, torch.rand(2), torch.zeros(2, 4)), "one context vector")
+
+
+@pytest.mark.parametrize("height", [4, 16, 32])
+def test_full_resolution_patch_keeps_the_shape_and_costs_four_times_the_first_conv(height):
+    torch.manual_seed(0)
+    full, patched = net(n_feat=16, height=height, patch=1), net(n_feat=16, height=height)
+    x = torch.randn(2, 3, height, height)
+    assert full(x, torch.rand(2)).shape == x.shape
+    # the 2x2 patches put 4 * 3 channels into the first conv; one pixel puts 3
+    assert full.init_conv.in_channels * 4 == patched.init_conv.in_channels == 12
+
+
+def test_dropout_is_random_in_training_and_off_in_eval():
+    torch.manual_seed(0)
+    model = net(n_feat=16, dropout=0.5)
+    x, t = torch.randn(2, 3, 16, 16), torch.rand(2)
+    with torch.no_grad():
+        assert not torch.equal(model.train()(x, t), model(x, t))
+        assert torch.equal(model.eval()(x, t), model(x, t))
+
+
+def test_patch_and_dropout_belong_to_the_minidiff_network():
+    one_line_error(lambda: net(patch=4), "patch=4 must be one of 1, 2")
+    one_line_error(lambda: net(dropout=1.0), r"dropout=1.0 must be in \[0, 1\)")
+    one_line_error(lambda: net("course", patch=1), "settings of the minidiff network")
+    one_line_error(lambda: net("course", dropout=0.1), "settings of the minidiff network")

@@ -29,9 +29,11 @@ from minidiff.utils.errors import MinidiffError
 # type, range, help and default from there (`minidiff.utils.rules.setting`).
 GROUPS = {
     "data": ["data", "labels", "classes", "n_images", "image_size"],
-    "schedule and network": ["schedule", "timesteps", "beta1", "beta2", "arch", "n_feat"],
+    "schedule and network": ["schedule", "timesteps", "beta1", "beta2", "arch", "n_feat", "patch",
+                             "dropout"],
     "optimisation": ["minutes", "batch_size", "optimizer", "lr", "weight_decay", "warmup_steps",
-                     "lr_schedule", "ema_decay", "grad_clip", "context_drop", "hflip", "seed"],
+                     "lr_schedule", "ema_decay", "grad_clip", "loss_weight", "snr_gamma",
+                     "context_drop", "hflip", "seed"],
     "engine": ["device", "precision", "channels_last", "compile", "threads"],
     "run folder": ["out", "sample_every", "checkpoint_every", "log_every", "progress"],
 }

@@ -233,10 +233,10 @@ def _check_unet(unet: dict, path: Path) -> int:
         raise _mismatch(path, f"unknown network settings {sorted(set(unet) - names)}")
     for f in fields(UnetConfig):
         value = unet.get(f.name, f.default)
-        wanted = str if f.name == "arch" else int
+        wanted = (float, int) if isinstance(f.default, float) else type(f.default)  # str, int
         if not isinstance(value, wanted) or isinstance(value, bool):
             raise _mismatch(path, f"the network's {f.name}={_show(value)} is not a "
-                                  f"{wanted.__name__}")
+                                  f"{type(f.default).__name__}")
     height = unet.get("height", UnetConfig.height)
     if height > MAX_IMAGE_SIZE:
         raise _mismatch(path, f"its image size {height} is over {MAX_IMAGE_SIZE}")

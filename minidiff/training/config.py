@@ -47,13 +47,14 @@ import os
 from dataclasses import dataclass
 
 from minidiff.reference.schedules import KINDS as SCHEDULES
-from minidiff.unet_config import ARCHS, IMAGE_SIZE_STEP, check_image_size  # the networks' rules
+from minidiff.unet_config import ARCHS, IMAGE_SIZE_STEP, PATCHES, check_image_size  # networks' rules
 from minidiff.utils.errors import MinidiffError
 from minidiff.utils.rules import check_settings, setting
 
 OPTIMIZERS = ("adamw", "adam")
 LR_SCHEDULES = ("cosine", "constant", "course")
 PRECISIONS = ("auto", "fp32", "bf16")
+LOSS_WEIGHTS = ("uniform", "min-snr")
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 MAX_IMAGES = 1_000_000  # 3 GB of float32 16x16 RGB: more does not fit a laptop's memory
 MAX_IMAGE_SIZE = 128  # pixels: a sprite network; 20,000 images of 128 px already take 4 GB
@@ -67,6 +68,7 @@ PRESETS = {
         "lr": 1e-3, "weight_decay": 0.0, "warmup_steps": 0, "lr_schedule": "course",
         "ema_decay": 0.0, "grad_clip": 0.0, "context_drop": 0.1, "hflip": False,
         "precision": "fp32", "channels_last": False, "compile": False, "preset": "course",
+        "patch": 2, "dropout": 0.0, "loss_weight": "uniform",
     },
 }
 
@@ -94,6 +96,11 @@ class TrainConfig:
     arch: str = setting("minidiff", "minidiff (faster on a CPU) or course (the course's "
                         "ContextUnet)", choices=ARCHS)
     n_feat: int = setting(64, "channels at full resolution (a multiple of 8)", low=8, high=1024)
+    patch: int = setting(2, "minidiff network: read patch x patch pixel blocks as channels; 1 "
+                         "keeps a full-resolution level (4x the cost per n_feat)",
+                         low=min(PATCHES), high=max(PATCHES))
+    dropout: float = setting(0.0, "minidiff network: dropout in each residual block", low=0,
+                             below=1)
     # optimisation
     batch_size: int = setting(128, "global batch: all processes together", low=1, high=65_536)
     steps: int | None = setting(1500, "optimizer steps", low=1, high=100_000_000)
@@ -110,6 +117,10 @@ class TrainConfig:
                                "epochs)", choices=LR_SCHEDULES)
     ema_decay: float = setting(0.995, "EMA of the weights; 0 turns it off", low=0, below=1)
     grad_clip: float = setting(1.0, "clip the gradient's global norm; 0 turns it off", low=0)
+    loss_weight: str = setting("uniform", "uniform: the course's plain MSE on eps; min-snr: "
+                               "weight step t by min(SNR_t, gamma) / SNR_t (Hang et al. 2023)",
+                               choices=LOSS_WEIGHTS)
+    snr_gamma: float = setting(5.0, "gamma of --loss-weight min-snr (the paper's 5)", above=0)
     context_drop: float = setting(0.1, "share of contexts replaced by the null context (the "
                                   "course's)", low=0, below=1)
     hflip: bool = setting(False, "mirror half the images left-right")

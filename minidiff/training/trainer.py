@@ -64,7 +64,7 @@ class Trainer(TrainerSetup):
             x_t = x_t.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
             eps_theta = self.net(x_t, t_normalised, batch.c)
-        loss = F.mse_loss(eps_theta.float(), batch.eps)
+        loss = self.loss(eps_theta.float(), batch.eps, batch.t)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.config, step, self.total,
                                         self.batches.steps_per_epoch)
@@ -76,6 +76,18 @@ class Trainer(TrainerSetup):
         if self.ema is not None:
             self.ema.update(self.model)
         return loss.detach()
+
+    def loss(self, eps_theta: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """|| eps - eps_theta ||^2 (DDPM eq. 14, "L_simple"), per step weighted as
+        --loss-weight says: uniform (the course's), or Min-SNR-gamma (Hang et al. 2023, eq. 9 in
+        its eps form): w_t = min(SNR_t, gamma) / SNR_t with SNR_t = alpha_bar_t / (1 -
+        alpha_bar_t), which stops the nearly clean, high-SNR steps from dominating the gradient."""
+        if self.config.loss_weight == "uniform":
+            return F.mse_loss(eps_theta, eps)
+        alpha_bar_t = self.schedule.alpha_bar[t.to(self.schedule.device)].to(eps.device)
+        snr = alpha_bar_t / (1 - alpha_bar_t)
+        w_t = (snr.clamp(max=self.config.snr_gamma) / snr).float()
+        return (w_t * ((eps_theta - eps) ** 2).mean((1, 2, 3))).mean()
 
     # %% the run
 

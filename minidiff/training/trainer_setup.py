@@ -92,7 +92,7 @@ class TrainerSetup:
         images = self.dataset.images
         self.unet_config = UnetConfig(arch=c.arch, in_channels=images.shape[1], n_feat=c.n_feat,
                                       n_cfeat=self.dataset.contexts.shape[1],
-                                      height=images.shape[-1])
+                                      height=images.shape[-1], patch=c.patch, dropout=c.dropout)
         self.data_hash = dataset_hash(self.dataset)
         self.batches = Batches(images.to(self.device), self.dataset.contexts.to(self.device),
                                T=c.timesteps, batch_size=c.batch_size, seed=c.seed,

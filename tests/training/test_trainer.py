@@ -200,3 +200,20 @@ def test_the_bar_counts_down_from_the_average_rate():
     bar.update(50, loss=0.25, rate=2.5)
     fields = bar.bar.tasks[0].fields
     assert (fields["rate"], fields["eta"], fields["loss"]) == ("2.50 steps/s", "0:00:20", "0.2500")
+
+
+def test_min_snr_weights_each_step_by_min_snr_gamma_over_snr(tmp_path):
+    """Hang et al. 2023: w_t = min(SNR_t, gamma) / SNR_t on the eps loss; uniform is plain MSE."""
+    trainer = Trainer(tiny(tmp_path / "run", loss_weight="min-snr", snr_gamma=5.0))
+    try:
+        t = torch.tensor([1, 250, 500])
+        eps, eps_theta = torch.zeros(3, 3, 16, 16), torch.ones(3, 3, 16, 16)
+        alpha_bar = trainer.schedule.alpha_bar[t]
+        snr = alpha_bar / (1 - alpha_bar)
+        expected = (torch.minimum(snr, torch.tensor(5.0)) / snr).mean()
+        assert torch.allclose(trainer.loss(eps_theta, eps, t), expected.float())
+        assert snr[0] > 5 > snr[2]  # the clamp acts at small t only
+        trainer.config.loss_weight = "uniform"
+        assert trainer.loss(eps_theta, eps, t) == 1.0
+    finally:
+        trainer.close()
