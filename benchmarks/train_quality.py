@@ -1,35 +1,43 @@
 # %% [markdown]
-# # Training quality: the course's recipe vs minidiff's default, on the same CPU budget
+# # Training quality on held-out real images: recipes side by side (issue 11)
 #
-# Two recipes, each given the same wall-clock budget (`--minutes`, default 5) on the same data:
+# Each dataset is split once (seeded; `--holdout`, default 0.3 held out: emoji 1,906 -> 1,334
+# training and 572 held-out images). Every recipe trains on the same training split through
+# `minidiff.training.train(TrainConfig(...))`, with the same budget: `--steps S` (fixed steps,
+# deterministic) or `--minutes M` (wall clock, as `train --minutes`). Then
+# `minidiff.evaluation.metrics.evaluate_held_out` measures each run against the held-out images it
+# never saw, with DDIM-25 (the default `SamplerConfig`) at guidance 1 (plain conditional) and at
+# each `--guidance` scale, over 3 sample seeds:
 #
-# - **course**: `--preset course`: the course's network, Adam at 1e-3 decayed per epoch, batch
-#   100, no EMA, fp32; its step count fitted to the budget (so its learning rate still decays to
-#   near 0 by the end, as in the course's 32 epochs).
-# - **default**: `python -m minidiff train`'s recipe (`TrainConfig()`), its step count fitted to
-#   the same budget.
+# - FID of n samples against the whole held-out set (min and mean over the seeds), beside the
+#   real-vs-real floor: FID of n random *training* images against the same set (same n);
+# - conditional accuracy (the feature classifier, trained on the whole dataset and cached);
+# - diversity per class: the pairwise feature spread of a class's samples over that of its real
+#   held-out images (1.0 as varied as real; well below 1: collapse onto prototypes);
+# - memorisation (near copies of a training image) and the median nearest-training-image RMS,
+#   each beside the held-out real images' own value (the base rate).
 #
-# Each dataset is split once (90% train, 10% held out, fixed seed); both recipes train on the
-# same 90%. Scores:
+# For every run and scale it saves a grid `<dataset>-<recipe>-g<S>.png` (in `--keep`, else in
+# benchmarks/out/train_quality/): real held-out images on the left, samples on the right, one
+# column per class, one row per draw (the grid rule of `minidiff.data.images`).
 #
-# - held-out denoising MSE: mean || eps - eps_theta(x_t, t / T, c) ||^2 over the held-out images
-#   at fixed t (50, 150, 300, 450), with fixed noise: the training loss, measured where it was not
-#   trained. Lower is better. Always available.
-# - FID, conditional accuracy and memorisation from `minidiff.evaluation.metrics.evaluate` (DDIM-25 samples
-#   against the held-out images), when that module is installed.
+#     python benchmarks/train_quality.py --data ../shared/data/emoji_google_16x16.npy \
+#         --labels ../shared/data/emoji_google_labels_16x16.npy \
+#         --classes ../shared/data/emoji_classes.json --steps 2000 \
+#         --recipe default= --recipe minsnr=loss_weight=min-snr --recipe course=preset=course \
+#         --guidance 2 --threads 1 --keep runs/tq --json tq.json --markdown tq.md
+#     python benchmarks/train_quality.py ... --keep runs/tq --only-eval   # re-measure kept runs
 #
-#     python benchmarks/train_quality.py                                   # sprites, 5 minutes
-#     python benchmarks/train_quality.py --data ../shared/data/rltiles_items_16x16.npy \
-#         --labels ../shared/data/rltiles_items_labels_16x16.npy
-#     python benchmarks/train_quality.py --minutes 0.3 --n-images 2000 --n-eval 64   # smoke run
-#
-# On a shared machine, run the two recipes at the same time (`--recipes course` and `--recipes
-# default` in two processes, `--threads 1` each) so that both see the same load.
+# `--recipe NAME=key=value,key=value`: any TrainConfig fields, values parsed by each field's own
+# rule (`preset=course` applies the preset first). Floors measured at n 1,000 (min(n, training
+# images) for smaller sets), holdout 0.3, with the default classifier: see benchmarks/RESULTS.md.
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -37,109 +45,276 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minidiff.training.checkpoint import load_trained
 from minidiff.data.datasets import Dataset, load_dataset
-from minidiff.data.images import to_uint8
-from minidiff.noising import q_sample
+from minidiff.data.images import by_class, save_grid, to_uint8
+from minidiff.evaluation.metrics import cached_classifier, evaluate_held_out, split_dataset
+from minidiff.pipeline import load
+from minidiff.sampling import SamplerConfig
 from minidiff.training import TrainConfig, train, with_preset
+from minidiff.utils.errors import MinidiffError
+from minidiff.utils.rules import rules
 
-FIXED_T = (50, 150, 300, 450)
+RULES = rules(TrainConfig)
+GRID_ROWS = 8  # real and generated images per class in the side-by-side grid
+RECORD = "train_quality.json"  # what a kept run folder remembers of its training
+BOOLEANS = {"on": True, "true": True, "yes": True, "1": True,
+            "off": False, "false": False, "no": False, "0": False}
 
 
-def split(dataset: Dataset, holdout: float = 0.1, seed: int = 0):
-    """(train indices, held-out indices), a fixed random split."""
-    order = np.random.default_rng(seed).permutation(len(dataset))
-    n_held = max(1, int(len(dataset) * holdout))
-    return np.sort(order[n_held:]), np.sort(order[:n_held])
+# %% Recipes
 
 
-def write_npy(dataset: Dataset, rows, folder: Path) -> dict:
-    """The train split in the course's .npy layout, for `--data`/`--labels`/`--classes`."""
-    data, labels = folder / "train_16x16.npy", folder / "train_labels_16x16.npy"
-    np.save(data, to_uint8(dataset.images[rows]))  # exact: the images came from uint8
-    np.save(labels, dataset.contexts[rows].numpy())
-    paths = {"data": str(data)}
-    if dataset.contexts.shape[1]:
-        paths |= {"labels": str(labels), "classes": ",".join(dataset.classes)}
+def parse_recipe(text: str) -> tuple[str, dict]:
+    """'NAME=key=value,key=value' -> (NAME, {field: value}), each value parsed by its field's
+    rule; 'NAME=' is the default recipe. An argparse type: a bad word is one line."""
+    name, _, rest = text.partition("=")
+    if not name or not _:
+        raise argparse.ArgumentTypeError(f"{text!r}: write NAME=key=value,... (or NAME= for the "
+                                         "default recipe)")
+    overrides = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        if key not in known or not _:
+            raise argparse.ArgumentTypeError(f"recipe {name}: {item!r} is not key=value with a "
+                                             f"TrainConfig field ({', '.join(sorted(known))})")
+        overrides[key] = field_value(key, value, name)
+    return name, overrides
+
+
+def field_value(key: str, text: str, recipe: str):
+    """The word `text` as a value of TrainConfig field `key`, by the field's own rule."""
+    rule = RULES.get(key)
+    if rule is None:
+        return text
+    if rule.optional and text.lower() == "none":
+        return None
+    if rule.kind is bool and text.lower() in BOOLEANS:
+        return BOOLEANS[text.lower()]
+    try:
+        return rule.parse(text)
+    except MinidiffError as error:
+        raise argparse.ArgumentTypeError(f"recipe {recipe}: {key}: {error}") from None
+
+
+def recipe_config(overrides: dict, budget: dict, common: dict) -> TrainConfig:
+    """The recipe's TrainConfig: its preset, then the budget and the run's plumbing, then the
+    recipe's own fields (so a recipe may set its own batch size, or even steps)."""
+    preset = overrides.get("preset")
+    fields = {**budget, **common, **overrides}
+    return with_preset(preset, **fields) if preset else TrainConfig(**fields)
+
+
+def budget_of(args) -> dict:
+    if args.steps is not None:
+        return {"steps": args.steps, "epochs": None, "minutes": None}
+    return {"steps": None, "epochs": None, "minutes": args.minutes}
+
+
+# %% The split, on disk for `train`
+
+
+def write_split(train_set: Dataset, folder: Path) -> dict:
+    """The training split in the course's .npy layout, with its class names beside it."""
+    size = train_set.images.shape[-1]
+    data, labels = folder / f"train_{size}x{size}.npy", folder / f"train_labels_{size}x{size}.npy"
+    np.save(data, to_uint8(train_set.images))  # exact: the images came from uint8
+    np.save(labels, train_set.contexts.numpy())
+    paths = {"data": str(data), "image_size": size}
+    if train_set.contexts.shape[1]:
+        names = folder / "train_classes.json"
+        names.write_text(json.dumps(train_set.classes))
+        paths |= {"labels": str(labels), "classes": str(names)}
     return paths
 
 
-@torch.no_grad()
-def denoising_mse(model, schedule, images, contexts, seed: int = 0) -> dict:
-    """Held-out MSE of eps_theta at each fixed t (fixed noise), and their mean."""
-    g = torch.Generator().manual_seed(seed)
-    c = contexts if contexts.shape[1] else None
-    scores = {}
-    for t in FIXED_T:
-        if t > schedule.T:
-            continue
-        eps = torch.randn(images.shape, generator=g)
-        x_t = q_sample(images, t, eps, schedule).float()
-        t_normalised = torch.full((len(images),), t / schedule.T)
-        scores[f"mse_t{t}"] = float(((model(x_t, t_normalised, c) - eps) ** 2).mean())
-    scores["mse_mean"] = float(np.mean(list(scores.values())))
-    return scores
+# %% The side-by-side grid
 
 
-def sample_scores(run: Path, held_out: Dataset, n: int) -> dict:
-    """FID etc. from minidiff.evaluation.metrics, or a note that it is not available."""
-    try:
-        from minidiff.evaluation.metrics import evaluate
-        from minidiff.pipeline import load
-        from minidiff.sampling import SamplerConfig
-    except ImportError as error:
-        return {"metrics": f"unavailable ({error})"}
-    result = evaluate(load(run, device="cpu"), held_out, SamplerConfig(), n=n)
-    keep = ("fid", "fid_noise_floor", "conditional_accuracy", "memorisation", "classifier_accuracy")
-    return {k: result[k] for k in keep if k in result}
+def side_by_side(pipe, held_out: Dataset, sampler: SamplerConfig, path: Path,
+                 rows: int = GRID_ROWS) -> None:
+    """Real held-out images | samples, one column per class and one row per draw, a blank
+    column between the two blocks."""
+    k = held_out.contexts.shape[1]
+    labels = held_out.contexts.argmax(1)
+    real = [to_uint8(held_out.images[labels == c][:rows]) for c in range(k)]
+    samples = pipe.sample(rows * k, sampler.sampler, sampler.steps, sampler.eta,
+                          classes=list(range(k)), guidance=sampler.guidance, seed=0,
+                          spacing=sampler.spacing, normalize="clip")  # image i asks for i mod k
+    generated = [samples[c::k] for c in range(k)]
+    gap = np.zeros((0, *real[0].shape[1:]), np.uint8)  # by_class fills it with white
+    save_grid(by_class([*real, gap, *generated]), path, nrow=2 * k + 1)
 
 
-def recipe(name: str, minutes: float, paths: dict, out: Path, threads: int | None) -> TrainConfig:
-    common = {"minutes": minutes, "steps": None, "epochs": None, "out": str(out),
-              "progress": False, "sample_every": 0, "checkpoint_every": 0, "device": "cpu",
-              "threads": threads, **paths}
-    return with_preset("course", **common) if name == "course" else TrainConfig(**common)
+# %% One recipe
+
+
+def train_run(name: str, overrides: dict, config: TrainConfig) -> dict:
+    """Train one recipe; returns what its row says of the training, also kept in the run."""
+    start = time.perf_counter()
+    trainer = train(config)
+    seconds = time.perf_counter() - start
+    record = {"recipe": name, "overrides": overrides, "steps": trainer.step,
+              "train_seconds": round(seconds, 1),
+              "steps_per_second": round(trainer.step / seconds, 2),
+              "load_average": [round(x, 2) for x in os.getloadavg()],
+              "config": dataclasses.asdict(config)}
+    (Path(config.out) / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def measure(out: Path, record: dict, split: tuple, classifier, grids: Path, args) -> list[dict]:
+    """One row per guidance scale: the held-out numbers of the run in `out`, and its grid
+    (`grids/<run>-g<S>.png`)."""
+    train_set, held_out = split
+    pipe = load(out, device=args.device)
+    rows = []
+    for guidance in [None, *args.guidance]:
+        sampler = SamplerConfig(guidance=guidance, eta=args.eta)
+        start = time.perf_counter()
+        scores = evaluate_held_out(pipe, train_set, held_out, sampler, n=args.n,
+                                   seeds=tuple(args.seeds), classifier=classifier[0],
+                                   classifier_info=classifier[1])
+        grid = grids / f"{out.name}-g{guidance or 1:g}.png"
+        side_by_side(pipe, held_out, sampler, grid)
+        rows.append({**{k: v for k, v in record.items() if k not in ("config", "overrides")},
+                     "guidance": guidance or 1.0, "eta": args.eta, "grid": str(grid),
+                     "eval_seconds": round(time.perf_counter() - start, 1),
+                     "eval_load_average": [round(x, 2) for x in os.getloadavg()], **scores})
+    return rows
+
+
+# %% Reporting
+
+
+def show(row: dict) -> str:
+    """One printed line per recipe and guidance scale."""
+    accuracy = row["conditional_accuracy_mean"]
+    return (f"  {row['recipe']:<10} g {row['guidance']:<4g} {row['steps']:>6} steps "
+            f"{row['train_seconds']:>7.1f} s (load {row['load_average'][0]:.2f}) | FID min "
+            f"{row['fid_min']:.2f} mean {row['fid_mean']:.2f} (floor {row['fid_floor_mean']:.2f})"
+            f" | acc {'-' if accuracy is None else f'{accuracy:.3f}'}"
+            f" | diversity {fmt(row['diversity_mean'])} (floor {fmt(row['diversity_floor_mean'])})"
+            f" | memorised {row['memorisation_mean']:.3f} (real {row['memorisation_real']:.3f})"
+            f" | NN-RMS {row['nearest_rms_median_mean']:.3f} "
+            f"(real {row['nearest_rms_median_real']:.3f})")
+
+
+def fmt(value, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(rows: list[dict], header: dict) -> str:
+    """The table for benchmarks/RESULTS.md, with the setting it was measured in."""
+    lines = [f"{header['dataset']}: {header['n_train']} training / {header['n_held_out']} "
+             f"held-out images, n = {rows[0]['n_samples']} samples x {len(header['seeds'])} "
+             f"seeds, DDIM-25 eta {rows[0]['eta']:g}, feature classifier accuracy "
+             f"{header['classifier_accuracy']:.3f}; per-class diversity names: "
+             f"{', '.join(rows[0]['diversity_per_class'])}", "",
+             "| recipe | guidance | steps | train s (load) | FID min | FID mean | floor | cond. "
+             "acc. | diversity (per class) | memorised (real) | NN-RMS (real) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        per_class = " ".join(fmt(v) for v in r["diversity_per_class"].values())
+        lines.append(
+            f"| {r['recipe']} | {r['guidance']:g} | {r['steps']:,} | {r['train_seconds']:.0f} "
+            f"({r['load_average'][0]:.1f}) | {r['fid_min']:.2f} | {r['fid_mean']:.2f} | "
+            f"{r['fid_floor_mean']:.2f} | {fmt(r['conditional_accuracy_mean'], 3)} | "
+            f"{fmt(r['diversity_mean'])} ({per_class}) | {r['memorisation_mean']:.3f} "
+            f"({r['memorisation_real']:.3f}) | {r['nearest_rms_median_mean']:.3f} "
+            f"({r['nearest_rms_median_real']:.3f}) |")
+    return "\n".join(lines) + "\n"
+
+
+# %% The command
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Train recipes on a seeded training split and "
+                                     "measure them on held-out real images (issue 11).")
+    add = parser.add_argument
+    add("--data", default=None, help="a .npy file or image folder (default: built-in sprites)")
+    add("--labels", default=None, help="one-hot labels .npy for a .npy --data")
+    add("--classes", default=None, help="class names 'a,b,c' or a .json file (default: from "
+        "the data, e.g. <name>_classes.json beside it)")
+    add("--n-images", type=int, default=None, help="built-in sprites: how many (default 20,000)")
+    add("--holdout", type=float, default=0.3, help="share of the data held out (default 0.3)")
+    add("--split-seed", type=int, default=0, help="seed of the train/held-out split")
+    add("--recipe", type=parse_recipe, action="append", dest="recipes",
+        help="NAME=key=value,...: TrainConfig fields (repeatable; default: default= and "
+             "course=preset=course)")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, default=None, help="fixed steps per recipe")
+    budget.add_argument("--minutes", type=float, default=5.0, help="wall-clock budget per "
+                        "recipe, as train --minutes (default 5; ignored with --steps)")
+    add("--n", type=int, default=1000, help="samples per seed (capped at the training images)")
+    add("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2],
+        help="sample seeds, comma separated (default 0,1,2)")
+    add("--guidance", type=lambda s: [float(x) for x in s.split(",")], default=[],
+        help="guidance scales measured besides guidance 1, comma separated (e.g. 2)")
+    add("--eta", type=float, default=SamplerConfig.eta, help="DDIM eta of the samples")
+    add("--threads", type=int, default=None, help="torch threads (1 on a shared machine)")
+    add("--device", default="cpu", help="where to train and sample (default cpu)")
+    add("--keep", default=None, help="keep the run folders (and grids) under this folder")
+    add("--only-eval", action="store_true", help="measure the runs kept under --keep again, "
+        "without training (default: every kept run of this dataset, else the --recipe names)")
+    add("--json", default=None, help="write every row here")
+    add("--markdown", default=None, help="write the table here, ready for RESULTS.md")
+    args = parser.parse_args(argv)
+    if args.only_eval and not args.keep:
+        parser.error("--only-eval measures the runs under --keep: pass --keep DIR")
+    return args
+
+
+def recipes_of(args, dataset: Dataset) -> list[tuple[str, dict]]:
+    """The --recipe list; with --only-eval and none given, every run kept for this dataset."""
+    if args.recipes:
+        return args.recipes
+    if args.only_eval:
+        prefix = f"{dataset.name}-"
+        return [(p.parent.name[len(prefix):], json.loads(p.read_text())["overrides"])
+                for p in sorted(Path(args.keep).glob(f"{prefix}*/{RECORD}"))]
+    return [("default", {}), ("course", {"preset": "course"})]
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", default=None, help="built-in sprites unless given")
-    parser.add_argument("--labels", default=None)
-    parser.add_argument("--n-images", type=int, default=None, help="built-in sprites: how many")
-    parser.add_argument("--minutes", type=float, default=5.0, help="budget per recipe")
-    parser.add_argument("--n-eval", type=int, default=500, help="samples for FID (0: skip)")
-    parser.add_argument("--recipes", default="course,default")
-    parser.add_argument("--json", default=None, help="also write the results here")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (1 "
-                        "on a shared machine: two threads stall each other when cores are busy)")
-    parser.add_argument("--keep", default=None, help="keep the run folders under this folder")
-    args = parser.parse_args(argv)
-    dataset = load_dataset(args.data, args.labels, n=args.n_images)
-    train_rows, held_rows = split(dataset)
-    held_out = Dataset(dataset.images[held_rows], dataset.contexts[held_rows], dataset.classes,
-                       dataset.name)
-    print(f"{dataset.name}: {len(train_rows)} training, {len(held_rows)} held-out images; "
-          f"{args.minutes} min per recipe; torch threads {args.threads or torch.get_num_threads()}")
-    results = {}
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dataset = load_dataset(args.data, args.labels, args.classes, n=args.n_images)
+    split = split_dataset(dataset, args.holdout, args.split_seed)
+    classifier = cached_classifier(dataset)  # trained on all of it: the features, not the model
+    header = {"dataset": dataset.name, "n_train": len(split[0]), "n_held_out": len(split[1]),
+              "seeds": args.seeds, "classifier_accuracy": classifier[1]["accuracy"]}
+    print(f"{dataset.name}: {header['n_train']} training, {header['n_held_out']} held-out "
+          f"images; budget {budget_of(args)}; threads {torch.get_num_threads()}; classifier "
+          f"accuracy {header['classifier_accuracy']:.3f}", flush=True)
+    rows = []
+    grids = Path(args.keep) if args.keep else Path("benchmarks/out/train_quality")
+    grids.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        paths = write_npy(dataset, train_rows, Path(tmp))
-        for name in args.recipes.split(","):
-            out = Path(args.keep or tmp) / f"{dataset.name}-{name}"
-            start = time.perf_counter()
-            trainer = train(recipe(name, args.minutes, paths, out, args.threads))
-            seconds = time.perf_counter() - start
-            trained = load_trained(out, device="cpu")
-            row = {"steps": trainer.step, "train_seconds": round(seconds, 1),
-                   "images_seen": trainer.step * trainer.config.batch_size,
-                   **denoising_mse(trained.model, trained.schedule, held_out.images,
-                                   held_out.contexts)}
-            if args.n_eval:
-                row |= sample_scores(out, held_out, args.n_eval)
-            results[name] = row
-            print(f"  {name:8s} " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else
-                                              f"{k} {v}" for k, v in row.items()), flush=True)
+        root = Path(args.keep or tmp)
+        common = {**write_split(split[0], Path(tmp)), "progress": False, "sample_every": 0,
+                  "checkpoint_every": 0, "device": args.device, "threads": args.threads}
+        recipes = recipes_of(args, dataset)
+        configs = [(name, overrides, recipe_config(overrides, budget_of(args), {
+            **common, "out": str(root / f"{dataset.name}-{name}")}))
+            for name, overrides in recipes]  # every recipe checked before the first trains
+        for name, overrides, config in configs:
+            out = Path(config.out)
+            if args.only_eval:
+                record = json.loads((out / RECORD).read_text())
+            else:
+                record = train_run(name, overrides, config)
+            for row in measure(out, record, split, classifier, grids, args):
+                rows.append(row)
+                print(show(row) + f" | eval {row['eval_seconds']:.0f} s (load "
+                      f"{row['eval_load_average'][0]:.2f})", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"header": header, "rows": rows}, indent=2) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(rows, header))
+    print(markdown(rows, header))
 
 
 if __name__ == "__main__":
