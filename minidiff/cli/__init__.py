@@ -20,6 +20,7 @@ from minidiff.utils.errors import MinidiffError
 
 COMMANDS = {
     "train": "train a ContextUnet on sprites (built-in, .npy files or an image folder)",
+    "train-autoencoder": "train the autoencoder whose latents `train --autoencoder` diffuses",
     "sample": "generate sprites from a trained run (DDPM, DDIM, class control, guidance)",
     "eval": "measure samples: FID, conditional accuracy, memorisation, speed",
     "data": "preview or export a dataset",
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="minidiff", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in COMMANDS.items():
-        module = importlib.import_module(f"minidiff.cli.{name}")
+        module = importlib.import_module(f"minidiff.cli.{name.replace('-', '_')}")
         sub_parser = sub.add_parser(name, help=help_text, description=help_text,
                                     formatter_class=DefaultsFormatter)
         module.add_arguments(sub_parser)
