@@ -161,6 +161,22 @@ def test_eval_writes_a_table_and_json(run_and_data, tmp_path, monkeypatch, capsy
     assert "FID noise floor" in capsys.readouterr().out
 
 
+def test_eval_over_seeds_shows_min_mean_and_diversity(run_and_data, tmp_path, monkeypatch,
+                                                      capsys):
+    monkeypatch.setenv("MINIDIFF_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "eval.json"
+    code = main(["eval", "--run", str(run_and_data / "run"), "--data",
+                 str(run_and_data / "items_16x16.npy"), "--n", "20", "--steps", "1", "--seeds",
+                 "2", "--seed", "5", "--classifier-steps", "10", "--json", str(out)])
+    assert code == 0
+    r = json.loads(out.read_text())
+    assert r["seeds"] == [5, 6] and len(r["fid_each"]) == 2
+    assert r["fid"] == pytest.approx(sum(r["fid_each"]) / 2) and r["fid_min"] == min(r["fid_each"])
+    assert set(r["diversity_per_class"]) == set(CLASSES) and math.isfinite(r["diversity"])
+    text = capsys.readouterr().out
+    assert "FID min" in text and "diversity" in text and "mean of 2 seeds" in text
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--n", "1"], "--n: 1 is too small: it must be >= 2"),
     (["--data", "nowhere.npy"], "data 'nowhere.npy' does not exist"),
