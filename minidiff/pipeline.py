@@ -16,6 +16,11 @@ class, any real vector to mix classes (the course's `[1, 0, 0.6, 0, 0]`), or the
 The loops themselves live in `minidiff.samplers`; this module turns names into contexts and
 tensors into pixels.
 
+A latent run (`python -m minidiff train --autoencoder RUN`) denoises latents of `sample_shape`
+and `sample` decodes them with the autoencoder its checkpoint names, checked to be the very one
+it trained on (`minidiff.training.latents.autoencoder_of`): the same call returns images of
+`image_shape`, with no new argument.
+
 Tutorial: tutorials/05_control.py.
 """
 
@@ -30,7 +35,9 @@ from pathlib import Path
 
 import torch
 
+from minidiff.autoencoder import beside
 from minidiff.training.checkpoint import load_trained
+from minidiff.training.latents import Latents, autoencoder_of
 from minidiff.utils.device import resolve_device
 from minidiff.utils.errors import MinidiffError
 from minidiff.data.images import NORMALIZE, to_uint8
@@ -50,7 +57,9 @@ def load(run_or_ckpt: str | os.PathLike | None = None, device="auto", weights: s
     """Load a run folder or checkpoint file (None: the newest run under `runs_dir`) for sampling."""
     device = resolve_device(device)
     trained = load_trained(run_or_ckpt, device=device, weights=weights, runs_dir=runs_dir)
-    return Pipeline(trained.model, trained.schedule, trained.classes, trained.config, trained.path)
+    decoder = autoencoder_of(trained.config, trained.path, device)  # None: a pixel-space run
+    return Pipeline(trained.model, trained.schedule, trained.classes, trained.config, trained.path,
+                    decoder=decoder)
 
 
 @dataclass
@@ -63,6 +72,7 @@ class Pipeline:
     config: dict
     path: Path | None = None
     batch_size: int = BATCH_SIZE  # images per network call, when `sample` is not told
+    decoder: Latents | None = None  # a latent run's autoencoder: samples are decoded by it
 
     @property
     def n_cfeat(self) -> int:
@@ -71,6 +81,14 @@ class Pipeline:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images `sample` returns (a latent run's: decoded)."""
+        if self.decoder is not None:
+            return tuple(self.decoder.record["image_shape"])
+        return self.sample_shape
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of what the sampler denoises: the images, or a latent run's latents."""
         unet = self.config.get("unet", {})
         size = int(unet.get("height", 16))
         return int(unet.get("in_channels", 3)), size, size
@@ -104,7 +122,9 @@ class Pipeline:
 
         Returns float32 images (n, C, H, W) clipped to [-1, 1] (`clip=False`: unclipped), or with
         `normalize` ("clip" or "per-image", see `minidiff.data.images`) uint8 pixels (n, H, W, C).
-        With `return_intermediates`, returns (images, frames): frames stacked (F, n, ...) alike.
+        With `return_intermediates`, returns (images, frames): frames stacked (F, n, ...) alike;
+        a latent run's frames show each latent (`minidiff.autoencoder.latent_picture`) to the
+        left of its decoding, (F, n, C, H, 2W).
 
         The network sees at most `batch_size` (default `self.batch_size`) images at once, so
         memory does not grow with n.
@@ -125,9 +145,12 @@ class Pipeline:
         images, frames = [], []
         for b, first in enumerate(range(0, n, batch_size)):
             size = min(batch_size, n - first)
-            x0, kept, _ = sample_loop(self.model, self.schedule, (size, *self.image_shape),
+            x0, kept, _ = sample_loop(self.model, self.schedule, (size, *self.sample_shape),
                                       None if c is None else c[first:first + size], config,
                                       seed=batch_seed(seed, b), keep_frames=return_intermediates)
+            if self.decoder is not None:  # latent diffusion: each frame, latent beside image
+                kept = [beside(f, self.decoder.decode(f)) for f in kept]
+                x0 = self.decoder.decode(x0)
             images.append(_output(x0, normalize, clip))  # uint8 or on the CPU: frees the device
             if return_intermediates:
                 frames.append(torch.stack([_output(f, normalize, clip) for f in kept]))

@@ -28,7 +28,7 @@ from minidiff.utils.errors import MinidiffError
 # The flags, grouped as `minidiff train --help` shows them; each is a TrainConfig field, with its
 # type, range, help and default from there (`minidiff.utils.rules.setting`).
 GROUPS = {
-    "data": ["data", "labels", "classes", "n_images", "image_size"],
+    "data": ["data", "labels", "classes", "n_images", "image_size", "autoencoder"],
     "schedule and network": ["schedule", "timesteps", "beta1", "beta2", "arch", "n_feat", "patch",
                              "dropout"],
     "optimisation": ["minutes", "batch_size", "optimizer", "lr", "weight_decay", "warmup_steps",
@@ -61,6 +61,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         given.setdefault("out", resume)
     if resume:
         return _resume_config(given)
+    if given.get("autoencoder") and "image_size" not in given:  # the size its latents come from
+        from minidiff.training.latents import autoencoder_image_size
+
+        given["image_size"] = autoencoder_image_size(given["autoencoder"])
     preset = given.get("preset")
     base = with_preset(preset) if preset else TrainConfig()
     return dataclasses.replace(base, **given, **_length(given))

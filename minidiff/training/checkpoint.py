@@ -163,6 +163,10 @@ def check_run_state(state: dict, path: Path) -> None:
     n_cfeat = _check_unet(config["unet"], path)
     expected = _expected_weights(config["unet"], path)
     trained_at = config.get("train", {}).get("image_size", config["unet"].get("height"))
+    latent = config.get("autoencoder")
+    if latent is not None:  # latent diffusion: the network sees the autoencoder's latents
+        shape = latent.get("latent_shape") if isinstance(latent, dict) else None
+        trained_at = shape[-1] if isinstance(shape, list) and shape else None
     if trained_at != config["unet"].get("height", trained_at):
         raise _mismatch(path, f"the network is for {config['unet']['height']} px images but the "
                               f"run trained on {_show(trained_at)} px")

@@ -252,8 +252,9 @@ class Trainer(TrainerSetup):
         if not self.env.is_main:
             return None
         model = self.sampling_model()
-        images = preview(model, self.schedule, n_classes=self.unet_config.n_cfeat,
-                         shape=tuple(self.dataset.images.shape[1:]), seed=self.config.seed)
+        images = self.decode(preview(model, self.schedule, n_classes=self.unet_config.n_cfeat,
+                                     shape=tuple(self.dataset.images.shape[1:]),
+                                     seed=self.config.seed))  # a latent run's: decoded
         self.model.train()
         with writing(self.out, "the preview", self._kept()):
             return save_preview(self.out, self.step, images,

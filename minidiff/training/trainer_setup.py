@@ -25,6 +25,7 @@ from minidiff.training.batches import Batches
 from minidiff.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from minidiff.training.config import SESSION_FIELDS, TrainConfig, check_config
 from minidiff.training.guards import writing
+from minidiff.training.latents import encode_dataset
 from minidiff.training.runs import (MetricsLog, claim_out, default_out, resume_checkpoint,
                                     write_config)
 from minidiff.unet import UnetConfig, build_unet
@@ -89,11 +90,14 @@ class TrainerSetup:
         if c.batch_size % self.env.world_size:
             raise MinidiffError(f"--batch-size {c.batch_size} does not split over "
                                 f"{self.env.world_size} processes; pass a multiple of it")
+        self.data_hash = dataset_hash(self.dataset)  # of the pixels, a latent run's too
+        self.latents = None  # latent diffusion (issue 14): the images become their latents
+        if c.autoencoder:
+            self.dataset, self.latents = encode_dataset(self.dataset, c.autoencoder, self.device)
         images = self.dataset.images
         self.unet_config = UnetConfig(arch=c.arch, in_channels=images.shape[1], n_feat=c.n_feat,
                                       n_cfeat=self.dataset.contexts.shape[1],
                                       height=images.shape[-1], patch=c.patch, dropout=c.dropout)
-        self.data_hash = dataset_hash(self.dataset)
         self.batches = Batches(images.to(self.device), self.dataset.contexts.to(self.device),
                                T=c.timesteps, batch_size=c.batch_size, seed=c.seed,
                                context_drop=c.context_drop, hflip=c.hflip, rank=self.env.rank,
@@ -125,6 +129,11 @@ class TrainerSetup:
             raise MinidiffError(f"{path} was trained on other data (hash {saved.get('data_hash')},"
                                 f" now {self.data_hash}); resume with the same --data/--labels/"
                                 "--classes/--n-images, or train into a new --out")
+        if self.latents is not None and (config.get("autoencoder") or {}).get("sha256") != \
+                self.latents.record["sha256"]:
+            raise MinidiffError(f"{path} was trained on the latents of another autoencoder (or "
+                                f"{self.config.autoencoder} was retrained since); resume with the "
+                                "one it trained on, or train into a new --out")
         for name, value in config.get("train", {}).items():
             if name not in SESSION_FIELDS and getattr(self.config, name, value) != value:
                 raise MinidiffError(f"{path} was trained with {name}={value!r} but this run asks "
@@ -225,4 +234,10 @@ class TrainerSetup:
                              "beta2": self.config.beta2},
                 "classes": list(self.dataset.classes),
                 "data": {"name": self.dataset.name, "n": len(self.dataset), "hash": self.data_hash},
-                "world_size": self.env.world_size, "torch": str(torch.__version__)}
+                "world_size": self.env.world_size, "torch": str(torch.__version__)} | (
+                    {"autoencoder": self.latents.record} if self.latents is not None else {})
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """Samples as images: a latent run's decoded by its autoencoder, a pixel run's as they
+        are."""
+        return x if self.latents is None else self.latents.decode(x)
