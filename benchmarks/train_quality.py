@@ -47,7 +47,12 @@ import torch
 
 from minidiff.data.datasets import Dataset, load_dataset
 from minidiff.data.images import by_class, save_grid, to_uint8
-from minidiff.evaluation.metrics import cached_classifier, evaluate_held_out, split_dataset
+from minidiff.evaluation.metrics import (
+    ClassifierConfig,
+    cached_classifier,
+    evaluate_held_out,
+    split_dataset,
+)
 from minidiff.pipeline import load
 from minidiff.sampling import SamplerConfig
 from minidiff.training import TrainConfig, train, with_preset
@@ -103,6 +108,10 @@ def recipe_config(overrides: dict, budget: dict, common: dict) -> TrainConfig:
     preset = overrides.get("preset")
     fields = {**budget, **common, **overrides}
     return with_preset(preset, **fields) if preset else TrainConfig(**fields)
+
+
+def describe_budget(args) -> str:
+    return f"{args.steps:,} steps" if args.steps is not None else f"{args.minutes:g} minutes"
 
 
 def budget_of(args) -> dict:
@@ -170,7 +179,7 @@ def measure(out: Path, record: dict, split: tuple, classifier, grids: Path, args
     pipe = load(out, device=args.device)
     rows = []
     for guidance in [None, *args.guidance]:
-        sampler = SamplerConfig(guidance=guidance, eta=args.eta)
+        sampler = SamplerConfig(guidance=guidance, eta=args.eta, steps=args.sample_steps)
         start = time.perf_counter()
         scores = evaluate_held_out(pipe, train_set, held_out, sampler, n=args.n,
                                    seeds=tuple(args.seeds), classifier=classifier[0],
@@ -178,7 +187,8 @@ def measure(out: Path, record: dict, split: tuple, classifier, grids: Path, args
         grid = grids / f"{out.name}-g{guidance or 1:g}.png"
         side_by_side(pipe, held_out, sampler, grid)
         rows.append({**{k: v for k, v in record.items() if k not in ("config", "overrides")},
-                     "guidance": guidance or 1.0, "eta": args.eta, "grid": str(grid),
+                     "guidance": guidance or 1.0, "eta": args.eta,
+                     "sample_steps": args.sample_steps, "grid": str(grid),
                      "eval_seconds": round(time.perf_counter() - start, 1),
                      "eval_load_average": [round(x, 2) for x in os.getloadavg()], **scores})
     return rows
@@ -208,7 +218,8 @@ def markdown(rows: list[dict], header: dict) -> str:
     """The table for benchmarks/RESULTS.md, with the setting it was measured in."""
     lines = [f"{header['dataset']}: {header['n_train']} training / {header['n_held_out']} "
              f"held-out images, n = {rows[0]['n_samples']} samples x {len(header['seeds'])} "
-             f"seeds, DDIM-25 eta {rows[0]['eta']:g}, feature classifier accuracy "
+             f"seeds, DDIM-{rows[0]['sample_steps']} eta {rows[0]['eta']:g}, feature "
+             f"classifier accuracy "
              f"{header['classifier_accuracy']:.3f}; per-class diversity names: "
              f"{', '.join(rows[0]['diversity_per_class'])}", "",
              "| recipe | guidance | steps | train s (load) | FID min | FID mean | floor | cond. "
@@ -253,6 +264,10 @@ def parse_args(argv=None):
     add("--guidance", type=lambda s: [float(x) for x in s.split(",")], default=[],
         help="guidance scales measured besides guidance 1, comma separated (e.g. 2)")
     add("--eta", type=float, default=SamplerConfig.eta, help="DDIM eta of the samples")
+    add("--sample-steps", type=int, default=SamplerConfig.steps, help="DDIM steps of the "
+        "samples (default 25)")
+    add("--classifier-steps", type=int, default=ClassifierConfig.steps, help="training steps of "
+        "the feature classifier (cached per dataset and setting)")
     add("--threads", type=int, default=None, help="torch threads (1 on a shared machine)")
     add("--device", default="cpu", help="where to train and sample (default cpu)")
     add("--keep", default=None, help="keep the run folders (and grids) under this folder")
@@ -283,11 +298,12 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     dataset = load_dataset(args.data, args.labels, args.classes, n=args.n_images)
     split = split_dataset(dataset, args.holdout, args.split_seed)
-    classifier = cached_classifier(dataset)  # trained on all of it: the features, not the model
+    # trained on all of the data: the feature network, not the model under test
+    classifier = cached_classifier(dataset, ClassifierConfig(steps=args.classifier_steps))
     header = {"dataset": dataset.name, "n_train": len(split[0]), "n_held_out": len(split[1]),
               "seeds": args.seeds, "classifier_accuracy": classifier[1]["accuracy"]}
     print(f"{dataset.name}: {header['n_train']} training, {header['n_held_out']} held-out "
-          f"images; budget {budget_of(args)}; threads {torch.get_num_threads()}; classifier "
+          f"images; {describe_budget(args)} per recipe; threads {torch.get_num_threads()}; classifier "
           f"accuracy {header['classifier_accuracy']:.3f}", flush=True)
     rows = []
     grids = Path(args.keep) if args.keep else Path("benchmarks/out/train_quality")
