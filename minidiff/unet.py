@@ -15,13 +15,15 @@ Tutorial: tutorials/03_unet.py.
 
 from __future__ import annotations
 
+import torch
+
 from minidiff.unet_base import ContextUnet
-from minidiff.unet_config import ARCHS, UnetConfig
+from minidiff.unet_config import ARCHS, PREDICTIONS, UnetConfig
 from minidiff.unet_course import CourseUnet
 from minidiff.unet_minidiff import MinidiffUnet
 from minidiff.utils.errors import MinidiffError
 
-__all__ = ["ARCHS", "NETWORKS", "ContextUnet", "CourseUnet", "MinidiffUnet", "UnetConfig",
+__all__ = ["ARCHS", "NETWORKS", "PREDICTIONS", "ContextUnet", "CourseUnet", "MinidiffUnet", "UnetConfig",
            "build_unet"]
 
 # arch name -> network class, in ARCHS's order. ARCHS and UnetConfig live in the torch-free
@@ -29,10 +31,21 @@ __all__ = ["ARCHS", "NETWORKS", "ContextUnet", "CourseUnet", "MinidiffUnet", "Un
 NETWORKS = {net.arch: net for net in (MinidiffUnet, CourseUnet)}
 
 
-def build_unet(config: UnetConfig) -> ContextUnet:
-    """The network `config.arch` names, of the config's size."""
+def build_unet(config: UnetConfig, alpha_bar: torch.Tensor | None = None) -> ContextUnet:
+    """The network `config.arch` names, of the config's size. A v-prediction network
+    (`config.prediction="v"`) needs the schedule's alpha_bar table to return eps_theta."""
     if config.arch not in NETWORKS:
         raise MinidiffError(f"arch={config.arch!r} is not one of {', '.join(ARCHS)}")
+    if config.prediction not in PREDICTIONS:
+        raise MinidiffError(f"prediction={config.prediction!r} is not one of "
+                            f"{', '.join(PREDICTIONS)}")
+    net = _build(config)
+    if config.prediction == "v":
+        net.predict_v(alpha_bar)
+    return net
+
+
+def _build(config: UnetConfig) -> ContextUnet:
     sizes = dict(in_channels=config.in_channels, n_feat=config.n_feat, n_cfeat=config.n_cfeat,
                  height=config.height)
     if config.arch == "course":  # the course's network, exactly: no patches, no dropout

@@ -32,11 +32,29 @@ class ContextUnet(nn.Module):
         super().__init__()
         _check_config(in_channels, n_feat, n_cfeat, height)
         self.in_channels, self.n_feat, self.n_cfeat, self.h = in_channels, n_feat, n_cfeat, height
+        # the schedule's alpha_bar table, set by `predict_v`: then the layers output v
+        self.register_buffer("alpha_bar", None, persistent=False)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor | None = None):
         """x (B, C, H, W), t (B,) or (B, 1, 1, 1) = t / T, c (B, n_cfeat) or None -> eps_theta."""
         t, c = self._check_inputs(x, t, c)
-        return self.eps_theta(x, t, c)
+        if self.alpha_bar is None:
+            return self.eps_theta(x, t, c)
+        # v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x0 (Salimans & Ho 2022, sec. 4), and
+        # with x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps that gives
+        # eps = sqrt(1 - alpha_bar_t) x_t + sqrt(alpha_bar_t) v: every sampler still sees eps_theta.
+        v_theta = self.eps_theta(x, t, c).to(x.dtype)  # the layers' output is v here
+        T = len(self.alpha_bar) - 1
+        alpha_bar_t = self.alpha_bar.double()[(t.double() * T).round().long()].reshape(-1, 1, 1, 1)
+        return ((1 - alpha_bar_t).sqrt().to(x.dtype) * x + alpha_bar_t.sqrt().to(x.dtype) * v_theta)
+
+    def predict_v(self, alpha_bar: torch.Tensor | None) -> None:
+        """Make the layers predict v instead of eps (`forward` converts, with the schedule's
+        alpha_bar_t, t = 0..T). A buffer, not a weight: state_dict keys stay the same."""
+        if alpha_bar is None:
+            raise MinidiffError("a v-prediction network needs its schedule's alpha_bar to "
+                                "return eps_theta: build_unet(config, alpha_bar=...)")
+        self.register_buffer("alpha_bar", alpha_bar.detach().double().clone(), persistent=False)
 
     def eps_theta(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
         """The network itself, on t of shape (B,) and c of shape (B, n_cfeat) or None."""

@@ -29,8 +29,10 @@ class UnetConfig:
     height: int = 16  # image height = width, divisible by 4 (two 2x poolings)
     patch: int = 2  # "minidiff" reads patch x patch pixel blocks as channels: 2 (cheap) or 1 (full res)
     dropout: float = 0.0  # "minidiff": dropout inside each residual block (DDPM used 0.1 on CIFAR-10)
+    prediction: str = "eps"  # what the layers output: eps, or v (forward turns v into eps_theta)
 
 
+PREDICTIONS = ("eps", "v")  # the network's target: the noise (DDPM), or v (Salimans & Ho 2022)
 PATCHES = (1, 2)  # the minidiff network's patch sides: full resolution, or 2x2 blocks as channels
 
 

@@ -29,8 +29,8 @@ def n_params(model):
     return sum(p.numel() for p in model.parameters())
 
 
-def net(arch="minidiff", **kwargs):
-    return build_unet(UnetConfig(arch=arch, **kwargs))
+def net(arch="minidiff", alpha_bar=None, **kwargs):
+    return build_unet(UnetConfig(arch=arch, **kwargs), alpha_bar)
 
 
 def test_course_arch_has_the_courses_parameter_count():
@@ -170,3 +170,21 @@ def test_patch_and_dropout_belong_to_the_minidiff_network():
     one_line_error(lambda: net(dropout=1.0), r"dropout=1.0 must be in \[0, 1\)")
     one_line_error(lambda: net("course", patch=1), "settings of the minidiff network")
     one_line_error(lambda: net("course", dropout=0.1), "settings of the minidiff network")
+
+
+def test_a_v_network_returns_eps_theta_from_its_v():
+    """eps = sqrt(1 - alpha_bar_t) x_t + sqrt(alpha_bar_t) v (Salimans & Ho 2022, sec. 4)."""
+    from minidiff.schedules import make_schedule
+
+    alpha_bar = make_schedule().alpha_bar
+    torch.manual_seed(0)
+    v_net = net(n_feat=16, prediction="v", alpha_bar=alpha_bar).eval()
+    eps_net = net(n_feat=16).eval()
+    eps_net.load_state_dict(v_net.state_dict())  # the same weights: alpha_bar is no weight
+    x, t = torch.randn(3, 3, 16, 16), torch.tensor([1, 250, 500])
+    with torch.no_grad():
+        v_theta = eps_net(x, t / 500)
+        a = alpha_bar[t].reshape(-1, 1, 1, 1).float()
+        assert_close(v_net(x, t / 500), (1 - a).sqrt() * x + a.sqrt() * v_theta, atol=1e-6)
+    one_line_error(lambda: net(n_feat=16, prediction="v"), "needs its schedule's alpha_bar")
+    one_line_error(lambda: net(n_feat=16, prediction="x0"), "prediction='x0' is not one of")

@@ -30,7 +30,7 @@ from minidiff.utils.errors import MinidiffError
 GROUPS = {
     "data": ["data", "labels", "classes", "n_images", "image_size", "autoencoder"],
     "schedule and network": ["schedule", "timesteps", "beta1", "beta2", "arch", "n_feat", "patch",
-                             "dropout"],
+                             "dropout", "prediction"],
     "optimisation": ["minutes", "batch_size", "optimizer", "lr", "weight_decay", "warmup_steps",
                      "lr_schedule", "ema_decay", "grad_clip", "loss_weight", "snr_gamma",
                      "context_drop", "hflip", "seed"],

@@ -230,7 +230,7 @@ def _check_schedule(schedule: dict, path: Path) -> None:
 
 def _check_unet(unet: dict, path: Path) -> int:
     """UnetConfig's fields, each of its type, an image size within MAX_IMAGE_SIZE: n_cfeat."""
-    from minidiff.unet import UnetConfig  # the network imports lazily: reading a file is cheap
+    from minidiff.unet import PREDICTIONS, UnetConfig  # lazily: reading a file stays cheap
 
     names = {f.name for f in fields(UnetConfig)}
     if not set(unet) <= names:
@@ -241,6 +241,9 @@ def _check_unet(unet: dict, path: Path) -> int:
         if not isinstance(value, wanted) or isinstance(value, bool):
             raise _mismatch(path, f"the network's {f.name}={_show(value)} is not a "
                                   f"{type(f.default).__name__}")
+    if unet.get("prediction", UnetConfig.prediction) not in PREDICTIONS:
+        raise _mismatch(path, f"the network predicts {_show(unet['prediction'])}, not one of "
+                              f"{', '.join(PREDICTIONS)}")
     height = unet.get("height", UnetConfig.height)
     if height > MAX_IMAGE_SIZE:
         raise _mismatch(path, f"its image size {height} is over {MAX_IMAGE_SIZE}")
@@ -253,7 +256,7 @@ def _expected_weights(unet: dict, path: Path) -> dict:
 
     try:
         with torch.device("meta"):
-            model = build_unet(UnetConfig(**unet))
+            model = build_unet(UnetConfig(**{**unet, "prediction": "eps"}))  # the same weights
     except MinidiffError as error:  # the network's own rule for its settings
         raise _mismatch(path, str(error).split(";")[0]) from None
     return {name: (tuple(t.shape), t.dtype) for name, t in model.state_dict().items()}
@@ -337,10 +340,10 @@ def load_trained(run_or_ckpt=None, device="cpu", weights: str = "ema", runs_dir=
     device = resolve_device(device)
     state = load_checkpoint(path)  # checked: the weights fit the config's network
     config = state["config"]
-    model = build_unet(UnetConfig(**config["unet"]))
-    model.load_state_dict(state["ema"] if weights == "ema" and state.get("ema") else state["model"])
     try:
         schedule = make_schedule(**config["schedule"], device=device)
     except ValueError as error:
         raise _mismatch(path, str(error).splitlines()[0][:120]) from None
+    model = build_unet(UnetConfig(**config["unet"]), alpha_bar=schedule.alpha_bar)
+    model.load_state_dict(state["ema"] if weights == "ema" and state.get("ema") else state["model"])
     return Trained(model.to(device).eval(), schedule, list(state.get("classes", [])), config, path)

@@ -47,7 +47,7 @@ import os
 from dataclasses import dataclass
 
 from minidiff.reference.schedules import KINDS as SCHEDULES
-from minidiff.unet_config import ARCHS, IMAGE_SIZE_STEP, PATCHES, check_image_size  # networks' rules
+from minidiff.unet_config import ARCHS, IMAGE_SIZE_STEP, PATCHES, PREDICTIONS, check_image_size
 from minidiff.utils.errors import MinidiffError
 from minidiff.utils.rules import check_settings, setting
 
@@ -68,7 +68,7 @@ PRESETS = {
         "lr": 1e-3, "weight_decay": 0.0, "warmup_steps": 0, "lr_schedule": "course",
         "ema_decay": 0.0, "grad_clip": 0.0, "context_drop": 0.1, "hflip": False,
         "precision": "fp32", "channels_last": False, "compile": False, "preset": "course",
-        "patch": 2, "dropout": 0.0, "loss_weight": "uniform",
+        "patch": 2, "dropout": 0.0, "prediction": "eps", "loss_weight": "uniform",
     },
 }
 
@@ -119,6 +119,9 @@ class TrainConfig:
                                "epochs)", choices=LR_SCHEDULES)
     ema_decay: float = setting(0.995, "EMA of the weights; 0 turns it off", low=0, below=1)
     grad_clip: float = setting(1.0, "clip the gradient's global norm; 0 turns it off", low=0)
+    prediction: str = setting("eps", "the network's target: eps (the course's), or v = "
+                              "sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0 (Salimans & Ho 2022)",
+                              choices=PREDICTIONS)
     loss_weight: str = setting("uniform", "uniform: the course's plain MSE on eps; min-snr: "
                                "weight step t by min(SNR_t, gamma) / SNR_t (Hang et al. 2023)",
                                choices=LOSS_WEIGHTS)

@@ -78,16 +78,23 @@ class Trainer(TrainerSetup):
         return loss.detach()
 
     def loss(self, eps_theta: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """|| eps - eps_theta ||^2 (DDPM eq. 14, "L_simple"), per step weighted as
-        --loss-weight says: uniform (the course's), or Min-SNR-gamma (Hang et al. 2023, eq. 9 in
-        its eps form): w_t = min(SNR_t, gamma) / SNR_t with SNR_t = alpha_bar_t / (1 -
-        alpha_bar_t), which stops the nearly clean, high-SNR steps from dominating the gradient."""
-        if self.config.loss_weight == "uniform":
+        """The loss of one batch, always written on eps: w_t || eps - eps_theta ||^2.
+
+        - eps prediction, uniform: w_t = 1, DDPM eq. 14 ("L_simple"), the course's loss.
+        - v prediction, uniform: || v - v_theta ||^2, which is w_t = 1 / alpha_bar_t, because
+          eps - eps_theta = sqrt(alpha_bar_t) (v - v_theta) (`ContextUnet.forward`).
+        - min-snr, either target: Min-SNR-gamma (Hang et al. 2023, eq. 9), w_t = min(SNR_t,
+          gamma) / SNR_t with SNR_t = alpha_bar_t / (1 - alpha_bar_t); the paper's v form,
+          min(SNR_t, gamma) / (SNR_t + 1) on the v loss, is the same weight on eps. It stops the
+          nearly clean, high-SNR steps from dominating the gradient.
+        """
+        c = self.config
+        if c.loss_weight == "uniform" and c.prediction == "eps":
             return F.mse_loss(eps_theta, eps)
         alpha_bar_t = self.schedule.alpha_bar[t.to(self.schedule.device)].to(eps.device)
         snr = alpha_bar_t / (1 - alpha_bar_t)
-        w_t = (snr.clamp(max=self.config.snr_gamma) / snr).float()
-        return (w_t * ((eps_theta - eps) ** 2).mean((1, 2, 3))).mean()
+        w_t = snr.clamp(max=c.snr_gamma) / snr if c.loss_weight == "min-snr" else 1 / alpha_bar_t
+        return (w_t.float() * ((eps_theta - eps) ** 2).mean((1, 2, 3))).mean()
 
     # %% the run
 

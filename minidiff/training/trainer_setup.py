@@ -97,7 +97,8 @@ class TrainerSetup:
         images = self.dataset.images
         self.unet_config = UnetConfig(arch=c.arch, in_channels=images.shape[1], n_feat=c.n_feat,
                                       n_cfeat=self.dataset.contexts.shape[1],
-                                      height=images.shape[-1], patch=c.patch, dropout=c.dropout)
+                                      height=images.shape[-1], patch=c.patch, dropout=c.dropout,
+                                      prediction=c.prediction)
         self.batches = Batches(images.to(self.device), self.dataset.contexts.to(self.device),
                                T=c.timesteps, batch_size=c.batch_size, seed=c.seed,
                                context_drop=c.context_drop, hflip=c.hflip, rank=self.env.rank,
@@ -167,7 +168,7 @@ class TrainerSetup:
         cuda = device.type == "cuda"
         self.schedule = make_schedule(c.schedule, c.timesteps, c.beta1, c.beta2, device)
         torch.manual_seed(c.seed)  # the initial weights
-        self.model = build_unet(self.unet_config).to(device)
+        self.model = build_unet(self.unet_config, alpha_bar=self.schedule.alpha_bar).to(device)
         self.channels_last = cuda if c.channels_last is None else c.channels_last
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

@@ -217,3 +217,22 @@ def test_min_snr_weights_each_step_by_min_snr_gamma_over_snr(tmp_path):
         assert trainer.loss(eps_theta, eps, t) == 1.0
     finally:
         trainer.close()
+
+
+def test_v_prediction_trains_on_the_v_loss_and_loads_back_as_eps_theta(tmp_path):
+    """Uniform v loss = || v - v_theta ||^2 = || eps - eps_theta ||^2 / alpha_bar_t, and a saved
+    v run samples through the same eps_theta it trained with."""
+    out = tmp_path / "run"
+    trainer = train(tiny(out, prediction="v"))
+    try:
+        t = torch.tensor([1, 250, 500])
+        eps, eps_theta = torch.zeros(3, 3, 16, 16), torch.ones(3, 3, 16, 16)
+        expected = (1 / trainer.schedule.alpha_bar[t]).mean()
+        assert torch.allclose(trainer.loss(eps_theta, eps, t), expected.float())
+        loaded = load_trained(out, weights="model").model
+        x, c = torch.randn(2, 3, 16, 16), torch.eye(5)[:2]
+        with torch.no_grad():
+            assert torch.equal(loaded(x, t[1:] / 500, c), trainer.model.eval()(x, t[1:] / 500, c))
+        assert loaded.alpha_bar is not None
+    finally:
+        trainer.close()
