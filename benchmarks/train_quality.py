@@ -50,6 +50,7 @@ from minidiff.data.images import by_class, save_grid, to_uint8
 from minidiff.evaluation.metrics import (
     ClassifierConfig,
     cached_classifier,
+    classify,
     evaluate_held_out,
     split_dataset,
 )
@@ -140,17 +141,24 @@ def write_split(train_set: Dataset, folder: Path) -> dict:
 # %% The side-by-side grid
 
 
-def side_by_side(pipe, held_out: Dataset, sampler: SamplerConfig, path: Path,
+def side_by_side(pipe, held_out: Dataset, sampler: SamplerConfig, classifier, path: Path,
                  rows: int = GRID_ROWS) -> None:
     """Real held-out images | samples, one column per class and one row per draw, a blank
-    column between the two blocks."""
+    column between the two blocks. An unconditional run's samples go to the column of the class
+    the feature classifier sees in them."""
     k = held_out.contexts.shape[1]
     labels = held_out.contexts.argmax(1)
     real = [to_uint8(held_out.images[labels == c][:rows]) for c in range(k)]
-    samples = pipe.sample(rows * k, sampler.sampler, sampler.steps, sampler.eta,
-                          classes=list(range(k)), guidance=sampler.guidance, seed=0,
-                          spacing=sampler.spacing, normalize="clip")  # image i asks for i mod k
-    generated = [samples[c::k] for c in range(k)]
+    draw = dict(sampler=sampler.sampler, steps=sampler.steps, eta=sampler.eta, seed=0,
+                spacing=sampler.spacing)
+    if pipe.n_cfeat:
+        samples = pipe.sample(rows * k, classes=list(range(k)), guidance=sampler.guidance,
+                              **draw)  # image i asks for class i mod k
+        seen = torch.arange(rows * k) % k
+    else:
+        samples = pipe.sample(rows * k, **draw)
+        seen = classify(classifier, samples)
+    generated = [to_uint8(samples[seen == c][:rows]) for c in range(k)]
     gap = np.zeros((0, *real[0].shape[1:]), np.uint8)  # by_class fills it with white
     save_grid(by_class([*real, gap, *generated]), path, nrow=2 * k + 1)
 
@@ -185,7 +193,7 @@ def measure(out: Path, record: dict, split: tuple, classifier, grids: Path, args
                                    seeds=tuple(args.seeds), classifier=classifier[0],
                                    classifier_info=classifier[1])
         grid = grids / f"{out.name}-g{guidance or 1:g}.png"
-        side_by_side(pipe, held_out, sampler, grid)
+        side_by_side(pipe, held_out, sampler, classifier[0], grid)
         rows.append({**{k: v for k, v in record.items() if k not in ("config", "overrides")},
                      "guidance": guidance or 1.0, "eta": args.eta,
                      "sample_steps": args.sample_steps, "grid": str(grid),
