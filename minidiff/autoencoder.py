@@ -21,8 +21,11 @@ estimates 1 / std of the training latents after training (`estimate_scale`) and 
 weights (the `scale_factor` buffer): the diffusion model trains on `scale_factor * mean` and its
 samples are decoded as D(z / scale_factor) (`encode_latents`, `decode_latents`).
 
-Measured on emoji_google 32x32 (1,810 training, 96 held-out images; one CPU thread; defaults but
-the one setting compared): see `minidiff/autoencoder_config.py` for the choices they led to.
+Measured on emoji_google 32x32 (1,810 training, 96 held-out images, `evaluation.metrics.split`
+at 0.05; n_feat 32, batch 64, AdamW 2e-3 with warm-up and cosine; one CPU thread of a busy 2-core
+machine): held-out PSNR 20.74 dB (L1) against 20.73 (MSE) after 300 steps, 23.50 against 23.39
+after 800 (436 s and 488 s), so L1 is the default. Reading 2x2 patches first made a step 5x
+cheaper than full-resolution convolutions at the same width (0.39 s against 2.08 s at batch 64).
 
 Tutorial: tutorials/09_latent_diffusion.py.
 """
@@ -61,8 +64,9 @@ def widths(n_feat: int, levels: int) -> list[int]:
 class Autoencoder(nn.Module):
     """E and D of the module docstring; log2(factor) halvings of the image, the first by reading
     2x2 pixel patches as channels (space-to-depth, as `minidiff/unet_minidiff.py` does), which
-    spares every full-resolution convolution (about 3x cheaper per step at the same width); the
-    decoder's last convolution writes the 2x2 patches back (depth-to-space, Shi et al. 2016)."""
+    spares every full-resolution convolution (5x cheaper per step at the same width, module
+    docstring); the decoder's last convolution writes the 2x2 patches back (depth-to-space,
+    Shi et al. 2016)."""
 
     def __init__(self, *, in_channels: int = 3, factor: int = 4, latent_channels: int = 4,
                  n_feat: int = 32):

@@ -6,9 +6,9 @@ The network (`minidiff/autoencoder.py`) shrinks each side `factor` times (a powe
 `latent_channels` channels: the default 32x32x3 images become 8x8x4 latents, 12x fewer numbers,
 the shape Stable Diffusion's first stage gives 256 px images at factor 8 (Rombach et al. 2022).
 
-Why the defaults (emoji 32x32, 2-core CPU, one thread each; `minidiff/autoencoder.py` has the
-numbers): an L1 reconstruction loss beat MSE on held-out PSNR at the same cost, and a KL weight of
-1e-6 leaves the PSNR where no KL leaves it while keeping the latents near unit scale.
+Why the defaults (emoji 32x32, one thread; `minidiff/autoencoder.py` has the numbers): an L1
+reconstruction loss matched or beat MSE on held-out PSNR at the same step count (23.50 against
+23.39 dB after 800 steps); n_feat 32 on 2x2 patches is what 15 CPU-minutes can train.
 
 Tutorial: tutorials/09_latent_diffusion.py.
 """

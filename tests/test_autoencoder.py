@@ -14,7 +14,7 @@ import minidiff
 from minidiff.autoencoder import (Autoencoder, autoencoder_loss, decode_latents, encode_latents,
                                   estimate_scale, fingerprint, latent_picture, psnr)
 from minidiff.autoencoder_config import AutoencoderConfig
-from minidiff.training import TrainConfig, train
+from minidiff.training import train
 from minidiff.training.autoencoder_trainer import reconstruction_grid, train_autoencoder
 from minidiff.training.checkpoint import load_checkpoint
 from minidiff.training.latents import load_autoencoder

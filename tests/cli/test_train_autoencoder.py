@@ -63,10 +63,11 @@ def test_the_autoencoder_run_prints_and_keeps_its_psnr(runs, capsys):
     assert code == 2 and "trained with latent_channels=4, not 8" in err
 
 
-def test_train_on_latents_takes_the_autoencoders_size(runs):
+def test_train_on_latents_takes_the_autoencoders_size_and_patch_1(runs):
     config = json.loads((runs / "run" / "config.json").read_text())
     assert config["train"]["image_size"] == 32  # from the autoencoder: no --image-size given
     assert config["unet"]["height"] == 8 and config["unet"]["in_channels"] == 4
+    assert config["unet"]["patch"] == 1  # an 8x8 latent, cell by cell
 
 
 def test_train_refuses_a_missing_autoencoder(tmp_path, capsys):

@@ -1,0 +1,215 @@
+# %% [markdown]
+# # Latent diffusion against pixel diffusion at 32x32, for the same total budget (issue 14)
+#
+# One seeded split of the data (`minidiff.evaluation.metrics.split_dataset`, `--holdout`,
+# default 0.3 held out), then two pipelines with the same wall-clock budget, `--minutes` (15):
+#
+# - pixel: `train --image-size 32` on the training split for the whole budget;
+# - latent: `train-autoencoder` for `--ae-share` of it (default 0.4), then `train --autoencoder`
+#   (the data encoded once, the network at 8x8x4, patch 1) for what is left, the encoding and
+#   the autoencoder's own measurements counted against it.
+#
+# Both are measured by `minidiff.evaluation.metrics.evaluate_held_out` against the held-out
+# images neither pipeline saw (FID in the features of a classifier trained on the same 32x32 data,
+# min and mean over the sample seeds, beside the real-vs-real floor; conditional accuracy), with
+# DDIM-25. Also reported: the autoencoder's PSNR on those held-out images, and the training step
+# time of both networks at batch 128 (forward, backward and AdamW, median of 10 after warm-up,
+# in this process, before any training). Grids (`--keep`, else benchmarks/out/latent/): real
+# held-out images | samples, one column per class, for both pipelines, and the autoencoder's
+# reconstructions.
+#
+#     python benchmarks/latent.py --data ../shared/data/emoji_google_32x32.npy \
+#         --labels ../shared/data/emoji_google_labels_32x32.npy \
+#         --classes ../shared/data/emoji_classes.json --minutes 15 --threads 2 \
+#         --keep runs/latent --json latent.json --markdown latent.md
+#
+# Proof at a tiny size (built-in sprites enlarged to 32 px; numbers mean nothing):
+#
+#     python benchmarks/latent.py --n-images 300 --minutes 0.6 --n 24 --seeds 0 \
+#         --classifier-steps 20 --n-feat 16 --ae-n-feat 8 --timing-batch 16 --threads 1
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from train_quality import side_by_side, write_split  # the split on disk, the real | samples grid
+
+from minidiff.autoencoder import encode_latents, psnr, reconstruct
+from minidiff.autoencoder_config import AutoencoderConfig
+from minidiff.data.datasets import Dataset, load_dataset
+from minidiff.evaluation.metrics import (ClassifierConfig, cached_classifier, evaluate_held_out,
+                                         split_dataset)
+from minidiff.pipeline import load
+from minidiff.sampling import SamplerConfig
+from minidiff.training import TrainConfig, train
+from minidiff.training.autoencoder_trainer import train_autoencoder
+from minidiff.training.latents import load_autoencoder
+from minidiff.unet import UnetConfig, build_unet
+from minidiff.utils.device import fast_bf16
+
+IMAGE_SIZE = 32
+
+
+def step_seconds(unet: UnetConfig, batch: int, repeats: int = 10) -> float:
+    """Median seconds of one training step (forward, backward, AdamW) of `unet` at `batch`, in
+    bf16 autocast where the trainer would use it."""
+    torch.manual_seed(0)
+    net = build_unet(unet)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    x = torch.randn(batch, unet.in_channels, unet.height, unet.height)
+    t, c = torch.rand(batch), torch.eye(unet.n_cfeat)[torch.arange(batch) % unet.n_cfeat]
+    bf16 = fast_bf16(torch.device("cpu"))
+    times = []
+    for _ in range(repeats + 2):  # two warm-up steps
+        start = time.perf_counter()
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            loss = net(x, t, c).float().square().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    return sorted(times[2:])[len(times[2:]) // 2]
+
+
+def pixel_pipeline(common: dict, args, out: Path) -> dict:
+    start = time.perf_counter()
+    trainer = train(TrainConfig(**common, n_feat=args.n_feat, minutes=args.minutes, steps=None,
+                                out=str(out)))
+    return {"steps": trainer.step, "seconds": time.perf_counter() - start}
+
+
+def latent_pipeline(common: dict, args, out: Path, held_out: Dataset) -> dict:
+    """The autoencoder for its share of the budget, then diffusion on its latents for the rest."""
+    start = time.perf_counter()
+    ae = train_autoencoder(AutoencoderConfig(
+        data=common["data"], labels=common.get("labels"), image_size=IMAGE_SIZE,
+        n_feat=args.ae_n_feat, steps=None, minutes=args.minutes * args.ae_share,
+        checkpoint_every=0, progress=False, device=args.device, threads=args.threads,
+        out=str(out / "autoencoder")))
+    ae_seconds = time.perf_counter() - start
+    left = args.minutes * 60 - ae_seconds
+    model, state, _ = load_autoencoder(out / "autoencoder")
+    held_psnr = float(psnr(held_out.images, reconstruct(model, held_out.images)).mean())
+    encode_start = time.perf_counter()
+    encode_latents(model, held_out.images)  # the trainer's setup encodes the training split once
+    encode_seconds = (time.perf_counter() - encode_start) * common_size(common) / len(held_out)
+    minutes = max(0.05, (left - encode_seconds) / 60)  # what is left for the diffusion loop
+    trainer = train(TrainConfig(**common, n_feat=args.n_feat, patch=1, minutes=minutes,
+                                steps=None, autoencoder=str(out / "autoencoder"),
+                                out=str(out / "latent")))
+    return {"steps": trainer.step, "seconds": time.perf_counter() - start,
+            "autoencoder_steps": ae.step, "autoencoder_seconds": ae_seconds,
+            "psnr_held_out": held_psnr, "psnr_autoencoder_split": state["psnr_db"]}
+
+
+def common_size(common: dict) -> int:
+    """Images in the training split written for `train` (its .npy header only)."""
+    import numpy as np
+
+    return len(np.load(common["data"], mmap_mode="r"))
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Latent against pixel diffusion at 32x32 for "
+                                     "the same total budget (issue 14).")
+    add = parser.add_argument
+    add("--data", default=None, help="a 32x32 .npy file or image folder (default: built-in "
+        "sprites, enlarged)")
+    add("--labels", default=None, help="one-hot labels .npy for a .npy --data")
+    add("--classes", default=None, help="class names 'a,b,c' or a .json file")
+    add("--n-images", type=int, default=None, help="built-in sprites: how many")
+    add("--holdout", type=float, default=0.3, help="share of the data held out (default 0.3)")
+    add("--minutes", type=float, default=15.0, help="total budget of each pipeline (default 15)")
+    add("--ae-share", type=float, default=0.4, help="share of the latent pipeline's budget "
+        "spent on the autoencoder (default 0.4)")
+    add("--n-feat", type=int, default=64, help="diffusion network width, both pipelines")
+    add("--ae-n-feat", type=int, default=AutoencoderConfig.n_feat, help="autoencoder width")
+    add("--n", type=int, default=1000, help="samples per seed (capped at the training images)")
+    add("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2],
+        help="sample seeds, comma separated (default 0,1,2)")
+    add("--classifier-steps", type=int, default=ClassifierConfig.steps, help="training steps of "
+        "the feature classifier (cached per dataset and setting)")
+    add("--timing-batch", type=int, default=128, help="batch of the step-time comparison")
+    add("--threads", type=int, default=None, help="torch threads")
+    add("--device", default="cpu", help="where to train and sample (default cpu)")
+    add("--keep", default=None, help="keep the run folders and grids under this folder")
+    add("--json", default=None, help="write the results here")
+    add("--markdown", default=None, help="write the table here, ready for RESULTS.md")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dataset = load_dataset(args.data, args.labels, args.classes, image_size=IMAGE_SIZE,
+                           n=args.n_images)
+    train_set, held_out = split_dataset(dataset, args.holdout)
+    classifier = cached_classifier(dataset, ClassifierConfig(steps=args.classifier_steps))
+    k = dataset.contexts.shape[1]
+    timing = {name: step_seconds(UnetConfig(in_channels=c, n_feat=args.n_feat, n_cfeat=k,
+                                            height=h, patch=p), args.timing_batch)
+              for name, (c, h, p) in {"pixel": (3, IMAGE_SIZE, 2), "latent": (4, 8, 1)}.items()}
+    print(f"{dataset.name}: {len(train_set)} training, {len(held_out)} held-out images; "
+          f"{args.minutes:g} minutes per pipeline; threads {torch.get_num_threads()}; step at "
+          f"batch {args.timing_batch}: pixel {timing['pixel'] * 1000:.0f} ms, latent "
+          f"{timing['latent'] * 1000:.0f} ms ({timing['pixel'] / timing['latent']:.1f}x)",
+          flush=True)
+    keep = Path(args.keep) if args.keep else Path("benchmarks/out/latent")
+    keep.mkdir(parents=True, exist_ok=True)
+    sampler = SamplerConfig()
+    results = {"dataset": dataset.name, "n_train": len(train_set), "n_held_out": len(held_out),
+               "minutes": args.minutes, "threads": torch.get_num_threads(),
+               "timing_batch": args.timing_batch, "step_seconds": timing,
+               "step_ratio": timing["pixel"] / timing["latent"],
+               "classifier_accuracy": classifier[1]["accuracy"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        common = {**write_split(train_set, Path(tmp)), "progress": False, "sample_every": 0,
+                  "checkpoint_every": 0, "device": args.device, "threads": args.threads}
+        runs = {"pixel": pixel_pipeline(common, args, keep / "pixel"),
+                "latent": latent_pipeline(common, args, keep, held_out)}
+        for name, run in runs.items():
+            pipe = load(keep / name, device=args.device)
+            scores = evaluate_held_out(pipe, train_set, held_out, sampler, n=args.n,
+                                       seeds=tuple(args.seeds), classifier=classifier[0],
+                                       classifier_info=classifier[1])
+            side_by_side(pipe, held_out, sampler, classifier[0], keep / f"grid-{name}.png")
+            kept = {k: v for k, v in scores.items() if k.startswith(("fid", "cond"))}
+            results[name] = {**run, **kept}
+            print(f"  {name:6} {run['steps']:>6} steps in {run['seconds']:.0f} s | FID min "
+                  f"{scores['fid_min']:.2f} mean {scores['fid_mean']:.2f} (floor "
+                  f"{scores['fid_floor_mean']:.2f}) | grid {keep / f'grid-{name}.png'}",
+                  flush=True)
+    latent = runs["latent"]
+    print(f"autoencoder: {latent['autoencoder_steps']} steps in "
+          f"{latent['autoencoder_seconds']:.0f} s, PSNR {latent['psnr_held_out']:.2f} dB on the "
+          f"held-out images; reconstructions {keep / 'autoencoder' / 'reconstructions.png'}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=float) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(results))
+
+
+def markdown(r: dict) -> str:
+    p, lat = r["pixel"], r["latent"]
+    return "\n".join([
+        f"{r['dataset']}: {r['n_train']} training / {r['n_held_out']} held-out images, "
+        f"{r['minutes']:g} minutes per pipeline on {r['threads']} threads; feature classifier "
+        f"accuracy {r['classifier_accuracy']:.3f}; step time at batch {r['timing_batch']}: "
+        f"{r['step_ratio']:.1f}x faster on latents; autoencoder PSNR "
+        f"{lat['psnr_held_out']:.2f} dB on the held-out images", "",
+        "| pipeline | steps | seconds | FID min | FID mean | floor | cond. acc. |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        *(f"| {name} | {x['steps']:,} | {x['seconds']:.0f} | {x['fid_min']:.2f} | "
+          f"{x['fid_mean']:.2f} | {x['fid_floor_mean']:.2f} | "
+          f"{x.get('conditional_accuracy_mean') or float('nan'):.3f} |"
+          for name, x in (("pixel 32x32", p), ("autoencoder + latent 8x8x4", lat)))]) + "\n"
+
+
+if __name__ == "__main__":
+    main()
