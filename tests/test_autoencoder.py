@@ -167,3 +167,11 @@ def test_diffusion_on_latents_needs_the_autoencoders_image_size(tmp_path, autoen
     with pytest.raises(MinidiffError, match="trained on 32 px images .* pass --image-size 32"):
         train(tiny(tmp_path / "run", autoencoder=str(autoencoder_run), image_size=16))
     assert not (tmp_path / "run").exists()
+
+
+def test_fused_sampling_decodes_the_same_images(latent_run):
+    pytest.importorskip("triton")
+    pipe = minidiff.load(latent_run, device="cpu")
+    fused = pipe.sample(2, steps=2, fused=True)
+    assert fused.shape == (2, 3, 32, 32)
+    assert torch.allclose(fused, pipe.sample(2, steps=2), atol=1e-4)

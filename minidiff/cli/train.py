@@ -4,6 +4,7 @@
     python -m minidiff train --preset course              # the course's run, exactly
     python -m minidiff train --data x.npy --labels y.npy --minutes 5
     python -m minidiff train --resume --out runs/NAME     # continue a stopped run
+    python -m minidiff train --autoencoder runs/AE ...    # latent diffusion (train-autoencoder)
     torchrun --nproc_per_node=2 -m minidiff train ...     # data-parallel
 
 Only the flags given override the preset (or the defaults); a resumed run takes its recipe from

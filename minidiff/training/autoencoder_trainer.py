@@ -76,6 +76,7 @@ class AutoencoderTrainer:
         check_autoencoder_config(config)
         self.config, self.threads_before = config, torch.get_num_threads()
         self.lock, self.step, self.total, self.psnr = None, 0, config.steps, None
+        self.finished = False  # a resumed run with no steps left
         try:
             self._setup(config)
         except BaseException:
@@ -106,9 +107,12 @@ class AutoencoderTrainer:
             self.optimizer.load_state_dict(saved["optimizer"])
             self.step = int(saved["step"])
             self.total = c.steps or saved["config"]["autoencoder"]["steps"]
-        if self.total is not None and self.step >= self.total:
-            raise MinidiffError(f"the run in {self.out} is already at step {self.step}; pass "
-                                f"--steps above {self.step} to train it longer")
+        if saved is not None and self.step >= self.total:
+            if self.total == saved["config"]["autoencoder"]["steps"] == self.step:
+                self.finished = True  # nothing to do, nothing written: `run` says so
+                return
+            raise MinidiffError(f"--steps {self.total}: the run in {self.out} is already at step "
+                                f"{self.step}; pass --steps above {self.step} to train it longer")
         with writing(self.out, "the run folder"):
             self.lock = claim_out(self.out, c.resume, say=print)
             try:
@@ -174,6 +178,11 @@ class AutoencoderTrainer:
         return loss.detach()
 
     def run(self, on_step=None) -> None:
+        if self.finished:
+            print(f"{self.out} is finished: it trained all {self.step:,} steps; to train it "
+                  f"longer, resume with more steps, e.g. --resume --out {self.out} --steps "
+                  f"{2 * self.step}", flush=True)
+            return
         c, first, start = self.config, self.step, time.perf_counter()
         losses, bar = [], Progress(c.progress, self.total, self.step)
         self.model.train()

@@ -55,7 +55,9 @@ def test_bad_input_is_one_line_and_exit_2(argv, says, capsys):
 def test_the_autoencoder_run_prints_and_keeps_its_psnr(runs, capsys):
     summary = json.loads((runs / "ae" / "autoencoder.json").read_text())
     assert summary["step"] == 4 and summary["psnr_db"] > 0
-    code, err, out = run(["train-autoencoder", "--resume", str(runs / "ae"), "--steps", "4",
+    code, err, out = run(["train-autoencoder", "--resume", str(runs / "ae"), *AE_TINY], capsys)
+    assert code == 0 and "is finished: it trained all 4 steps" in out
+    code, err, out = run(["train-autoencoder", "--resume", str(runs / "ae"), "--steps", "3",
                           *AE_TINY], capsys)
     assert code == 2 and "already at step 4; pass --steps above 4" in err
     code, err, _ = run(["train-autoencoder", "--resume", str(runs / "ae"), "--steps", "5",
