@@ -179,8 +179,8 @@ def latent_picture(z: torch.Tensor, size: int | None = None, spread: float = 2.5
 
 def beside(latents: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
     """Each latent's picture to the left of its decoded image: (B, 3, H, 2W), one tile each."""
-    return torch.cat((latent_picture(latents, images.shape[-1]), images.float().cpu()
-                      .to(latents.device)), dim=-1)
+    return torch.cat((latent_picture(latents, images.shape[-1]),
+                      images.float().to(latents.device)), dim=-1)
 
 
 def fingerprint(state_dict: dict) -> str:

@@ -87,7 +87,8 @@ class TrainConfig:
     image_size: int = setting(16, "images are resized to this many pixels square (a multiple "
                               "of 4)", low=IMAGE_SIZE_STEP, high=MAX_IMAGE_SIZE)
     autoencoder: str | None = setting(None, "latent diffusion: a train-autoencoder run folder; "
-                                      "train on its latents, encoded once (default: pixels)")
+                                      "train on its latents, encoded once (default: pixels)",
+                                      metavar="RUN")
     # noise schedule (the course's)
     schedule: str = setting("linear", "the course's linear betas, or cosine (Nichol & Dhariwal "
                             "2021)", choices=SCHEDULES)
