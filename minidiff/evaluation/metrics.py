@@ -59,12 +59,23 @@ HELD_OUT_STREAM = 11  # `split_dataset` draws from rng([seed, 11]): never the cl
 # %% The feature network
 
 
+# Held-out accuracy (10% of the data), measured on one busy core, CPU seconds in brackets:
+#                              emoji_google (1,906)   rltiles_items (1,016)
+#   1000 steps (the old default)     0.618 (~60)            0.677 (79)
+#   2000 steps, smoothing, shift 1   0.665 (135)            0.716 (144)
+#   the same, shift 2                0.670 (131)
+#   the same, shift 1, n_feat 24     0.665 (237)
+#   3000 steps, smoothing, shift 1   0.675 (202)
+# Width buys nothing; steps with smoothing and shifts buy about 0.045 on both sets (each about one
+# standard error of the 191 and 102 held-out images), so the default is the 2000-step row.
 @dataclass
 class ClassifierConfig:
     n_feat: int = 16  # channels at 16x16; 2x and 4x at 8x8 and 4x4 (features: 4 * n_feat = 64)
-    steps: int = 1000  # Adam steps, whatever the dataset's size (about 2 minutes on 1 CPU core)
+    steps: int = 2000  # Adam steps, whatever the dataset's size (about 2 CPU-minutes, table above)
     batch_size: int = 128
     lr: float = 2e-3
+    label_smoothing: float = 0.1  # cross-entropy against 0.9 one-hot + 0.1 uniform
+    shift: int = 1  # move each training image by up to this many pixels (white fill)
     holdout: float = 0.1  # share of the dataset kept out of training to measure accuracy
     seed: int = 0
 
@@ -119,7 +130,10 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig | None = None):
         x = images[batch]
         flip = torch.rand(len(x), generator=generator) < 0.5  # mirror half: more data for free
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        loss = nn.functional.cross_entropy(model(x), labels[batch])
+        if config.shift:
+            x = shift(x, config.shift, generator)
+        loss = nn.functional.cross_entropy(model(x), labels[batch],
+                                           label_smoothing=config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -127,6 +141,17 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig | None = None):
     model.eval()
     held = torch.from_numpy(held_idx)
     return model, classify_accuracy(model, images[held], labels[held])
+
+
+def shift(x: torch.Tensor, pixels: int, generator: torch.Generator) -> torch.Tensor:
+    """Each image (N, C, H, W) moved by a random whole number of pixels in [-pixels, pixels]
+    along each axis, the uncovered border white (the background of the course's sprites)."""
+    n, c, h, w = x.shape
+    padded = nn.functional.pad(x, (pixels,) * 4, value=1.0)
+    dy, dx = (torch.randint(0, 2 * pixels + 1, (n, 1), generator=generator) for _ in range(2))
+    rows, cols = dy + torch.arange(h), dx + torch.arange(w)  # (N, H), (N, W)
+    return padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None],
+                  rows[:, None, :, None], cols[:, None, None, :]]
 
 
 @torch.inference_mode()

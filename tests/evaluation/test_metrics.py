@@ -20,6 +20,7 @@ from minidiff.evaluation.metrics import (
     frechet_distance,
     memorisation,
     nearest_rms,
+    shift,
 )
 from minidiff.data.sprites import CLASSES, make_sprites
 from minidiff.unet import UnetConfig, build_unet
@@ -82,6 +83,17 @@ def test_conditional_accuracy():
     images.reshape(6, -1)[:, :5] = contexts
     assert conditional_accuracy(Oracle(), images, contexts) == 1.0
     assert conditional_accuracy(Oracle(), images, contexts.roll(1, dims=1)) == 0.0
+
+
+def test_shift_moves_each_image_whole_and_fills_white():
+    x = torch.rand(64, 3, 5, 7) * 2 - 1
+    moved = shift(x, 1, torch.Generator().manual_seed(0))
+    assert moved.shape == x.shape
+    for a, b in zip(x, moved):  # b is a moved by some (dy, dx) in {-1, 0, 1}^2, white elsewhere
+        padded = torch.nn.functional.pad(a, (1, 1, 1, 1), value=1.0)
+        assert any(torch.equal(padded[:, 1 + dy:6 + dy, 1 + dx:8 + dx], b)
+                   for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+    assert not torch.equal(moved, x)  # 1 in 9 stays put: 64 images do not all
 
 
 def tiny_dataset(n=200):
