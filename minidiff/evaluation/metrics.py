@@ -61,7 +61,7 @@ HELD_OUT_STREAM = 11  # `split_dataset` draws from rng([seed, 11]): never the cl
 
 # Held-out accuracy (10% of the data), measured on one busy core, CPU seconds in brackets:
 #                              emoji_google (1,906)   rltiles_items (1,016)
-#   1000 steps (the old default)     0.618 (~60)            0.677 (79)
+#   1000 steps (the old default)     0.618 (72 s wall)      0.677 (79)
 #   2000 steps, smoothing, shift 1   0.665 (135)            0.716 (144)
 #   the same, shift 2                0.670 (131)
 #   the same, shift 1, n_feat 24     0.665 (237)
