@@ -104,3 +104,12 @@ def test_eval_measures_decoded_samples(runs, tmp_path, capsys, monkeypatch):
     assert code == 0, err
     result = json.loads((tmp_path / "e.json").read_text())
     assert result["n_samples"] == 8 and result["fid"] >= 0
+
+
+def test_pixel_space_trains_at_32_too(tmp_path, capsys):
+    """The other side of the comparison: the same network on 32x32 pixels."""
+    code, err, _ = run(["train", *TINY, "--image-size", "32", "--steps", "2", "--out",
+                        str(tmp_path / "run")], capsys)
+    assert code == 0, err
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["unet"]["height"] == 32 and "autoencoder" not in config
