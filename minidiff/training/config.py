@@ -19,13 +19,16 @@ Every draw of step s is a function of (seed, s) (`minidiff.training.batches`), s
 from its checkpoint ends with exactly the weights of an uninterrupted one.
 
 The default recipe, and why (measured on the 2-core AVX512-BF16 CPU minidiff is developed on;
-`benchmarks/train_speed.py` and `benchmarks/train_quality.py` rerun the numbers):
-- the "minidiff" network at n_feat 64: 756 training images per CPU-second in bf16, against 90
-  for the course's network in fp32;
+`benchmarks/train_speed.py` and `benchmarks/train_quality.py` rerun the numbers, and
+benchmarks/RESULTS.md, "A recipe for real images", has the ablation on held-out real emoji):
+- the "minidiff" network at n_feat 32 predicting v: on held-out emoji after the same 5 CPU-minutes,
+  FID 0.69 (floor 0.25) against 1.73 for n_feat 32 predicting eps and 2.31 for n_feat 64 predicting
+  eps (the old default; it affords a third of the steps: 64 against 17 MFLOP per image);
+  a full-resolution level (`--patch 1`) scored worse at equal time (3.00), flips no better;
 - bf16 autocast where the hardware has it: 1.7x the images/s of fp32 (752 vs 462 per CPU-second),
   with the same loss curve to 3 digits over 300 steps;
-- batch 128 for 1500 steps: 192,000 images, 9.6 passes over the 20,000 built-in sprites, a fixed
-  step count (deterministic) that fits in 5 minutes even on one quiet core;
+- batch 128 for 2500 steps: 320,000 images, 16 passes over the 20,000 built-in sprites, a fixed
+  step count (deterministic) that took 5 minutes on 2 quiet cores of this machine in December;
 - AdamW at 4e-3 with 50 warm-up steps and a cosine decay to 0: in 300-step trials the loss ended
   at 0.190, 0.156 and 0.138 for 1e-3, 2e-3 and 4e-3; clipping at norm 1 keeps that rate stable;
 - EMA decay 0.995: it averages about the last 200 steps, smooth yet not stale in a short run.
@@ -98,7 +101,7 @@ class TrainConfig:
     # network
     arch: str = setting("minidiff", "minidiff (faster on a CPU) or course (the course's "
                         "ContextUnet)", choices=ARCHS)
-    n_feat: int = setting(64, "channels at full resolution (a multiple of 8)", low=8, high=1024)
+    n_feat: int = setting(32, "channels at full resolution (a multiple of 8)", low=8, high=1024)
     patch: int = setting(2, "minidiff network: read patch x patch pixel blocks as channels; 1 "
                          "keeps a full-resolution level (4x the cost per n_feat)",
                          low=min(PATCHES), high=max(PATCHES))
@@ -106,7 +109,7 @@ class TrainConfig:
                              below=1)
     # optimisation
     batch_size: int = setting(128, "global batch: all processes together", low=1, high=65_536)
-    steps: int | None = setting(1500, "optimizer steps", low=1, high=100_000_000)
+    steps: int | None = setting(2500, "optimizer steps", low=1, high=100_000_000)
     epochs: float | None = setting(None, "passes over the data, instead of --steps (default: "
                                    "none)", above=0, high=1_000_000)
     minutes: float | None = setting(None, "wall-clock budget; alone, the step count is fitted "
@@ -120,8 +123,8 @@ class TrainConfig:
                                "epochs)", choices=LR_SCHEDULES)
     ema_decay: float = setting(0.995, "EMA of the weights; 0 turns it off", low=0, below=1)
     grad_clip: float = setting(1.0, "clip the gradient's global norm; 0 turns it off", low=0)
-    prediction: str = setting("eps", "the network's target: eps (the course's), or v = "
-                              "sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0 (Salimans & Ho 2022)",
+    prediction: str = setting("v", "the network's target: v = sqrt(alpha_bar) eps - "
+                              "sqrt(1 - alpha_bar) x0 (Salimans & Ho 2022), or eps (the course's)",
                               choices=PREDICTIONS)
     loss_weight: str = setting("uniform", "uniform: the course's plain MSE on eps; min-snr: "
                                "weight step t by min(SNR_t, gamma) / SNR_t (Hang et al. 2023)",

@@ -106,7 +106,7 @@ def test_help_shows_every_default(capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "--steps N optimizer steps (default: 1,500)" in help_text
+    assert "--steps N optimizer steps (default: 2,500)" in help_text
     assert "--lr X peak learning rate" in help_text and "(default: 0.004)" in help_text
     assert "--hflip, --no-hflip mirror half the images left-right (default: off)" in help_text
 

@@ -213,8 +213,8 @@ def test_min_snr_weights_each_step_by_min_snr_gamma_over_snr(tmp_path):
         expected = (torch.minimum(snr, torch.tensor(5.0)) / snr).mean()
         assert torch.allclose(trainer.loss(eps_theta, eps, t), expected.float())
         assert snr[0] > 5 > snr[2]  # the clamp acts at small t only
-        trainer.config.loss_weight = "uniform"
-        assert trainer.loss(eps_theta, eps, t) == 1.0
+        trainer.config.loss_weight, trainer.config.prediction = "uniform", "eps"
+        assert trainer.loss(eps_theta, eps, t) == 1.0  # the course's plain MSE
     finally:
         trainer.close()
 
