@@ -22,9 +22,10 @@ The default recipe, and why (measured on the 2-core AVX512-BF16 CPU minidiff is 
 `benchmarks/train_speed.py` and `benchmarks/train_quality.py` rerun the numbers, and
 benchmarks/RESULTS.md, "A recipe for real images", has the ablation on held-out real emoji):
 - the "minidiff" network at n_feat 32 predicting v: on held-out emoji after the same 5 CPU-minutes,
-  FID 0.69 (floor 0.25) against 1.73 for n_feat 32 predicting eps and 2.31 for n_feat 64 predicting
+  FID 0.69 (floor 0.25) against 1.19 for n_feat 32 predicting eps and 1.91 for n_feat 64 predicting
   eps (the old default; it affords a third of the steps: 64 against 17 MFLOP per image);
-  a full-resolution level (`--patch 1`) scored worse at equal time (3.00), flips no better;
+  a full-resolution level (`--patch 1`) scored worse at equal time (1.68), flips no better (1.16),
+  Min-SNR weighting helps eps (0.72) and adds little to v (0.64, within the seeds' spread);
 - bf16 autocast where the hardware has it: 1.7x the images/s of fp32 (752 vs 462 per CPU-second),
   with the same loss curve to 3 digits over 300 steps;
 - batch 128 for 2500 steps: 320,000 images, 16 passes over the 20,000 built-in sprites, a fixed
