@@ -57,6 +57,8 @@ def add_arguments(parser) -> None:
     add("--data", default="sprites", help="'sprites' (built-in), a .npy file or an image folder: "
         "the data the run was trained on")
     add("--labels", help="one-hot labels .npy for a .npy --data")
+    add("--classes", help="class names 'a,b,c' or a .json file, in label order, as given to "
+        "train (default: from the data)")
     add("--n", type=flags.integer(low=2, high=MAX_N), default=1000, help="samples to draw")
     add("--seeds", type=flags.integer(low=1, high=MAX_SEEDS), default=1, help="sample seeds "
         "--seed, --seed + 1, ...: the table shows means, FID's min and every seed's FID")
@@ -87,9 +89,10 @@ def _evaluate(args) -> int:
         path = free_stem(run_folder(pipe) / "eval", stem, [".json"])
         output = Output("--json", Path(f"{path}.json"), "json", chosen=False)
     inputs = [pipe.path, Path(args.data) if args.data != "sprites" else None,
-              Path(args.labels) if args.labels else None]
+              Path(args.labels) if args.labels else None,
+              Path(args.classes) if args.classes and args.classes.endswith(".json") else None]
     check_outputs([output], inputs, args.overwrite)
-    dataset = load_dataset(args.data, args.labels, image_size=pipe.image_shape[1])
+    dataset = load_dataset(args.data, args.labels, args.classes, image_size=pipe.image_shape[1])
     print(f"run {run_name(pipe, args)}")
     notice = fused_notice(config)
     if notice:

@@ -189,6 +189,23 @@ def test_eval_over_seeds_shows_min_mean_and_diversity(run_and_data, tmp_path, mo
     assert "FID min" in text and "diversity" in text and "mean of 2 seeds" in text
 
 
+def test_eval_takes_the_class_names_train_was_given(run_and_data, tmp_path, monkeypatch):
+    """A run trained with --classes names.json evaluates on data with no names beside it."""
+    monkeypatch.setenv("MINIDIFF_CACHE", str(tmp_path / "cache"))
+    pixels = np.load(run_and_data / "items_16x16.npy")
+    np.save(tmp_path / "bare_16x16.npy", pixels)  # no bare_classes.json beside it
+    labels = tmp_path / "bare_labels_16x16.npy"
+    labels.write_bytes((run_and_data / "items_labels_16x16.npy").read_bytes())
+    common = ["eval", "--run", str(run_and_data / "run"), "--data", str(tmp_path /
+              "bare_16x16.npy"), "--labels", str(labels), "--n", "12", "--steps", "1",
+              "--classifier-steps", "10"]
+    assert main([*common, "--json", str(tmp_path / "a.json")]) == 2  # class0.. are not the run's
+    assert main([*common, "--classes", str(run_and_data / "items_classes.json"), "--json",
+                 str(tmp_path / "b.json")]) == 0
+    assert main([*common, "--classes", ",".join(CLASSES), "--json",
+                 str(tmp_path / "c.json")]) == 0
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--n", "1"], "--n: 1 is too small: it must be >= 2"),
     (["--data", "nowhere.npy"], "data 'nowhere.npy' does not exist"),
