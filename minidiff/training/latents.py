@@ -34,19 +34,20 @@ from minidiff.autoencoder import Autoencoder, encode_latents, fingerprint
 from minidiff.autoencoder_config import AUTOENCODER_KIND, NETWORK_FIELDS
 from minidiff.data.datasets import Dataset
 from minidiff.training.checkpoint import (CHECKPOINT_NAME, _check_plain, _check_weights,
-                                          _malformed, _mismatch, load_checkpoint)
+                                          _malformed, _mismatch, load_checkpoint,
+                                          resolve_checkpoint)
 from minidiff.utils.errors import MinidiffError
 
 
 def autoencoder_path(run_or_ckpt: str | os.PathLike) -> Path:
-    """The checkpoint of an autoencoder run folder (or the file itself); one line if none."""
-    path = Path(run_or_ckpt)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    if not path.is_file():
+    """The checkpoint of an autoencoder run folder (or the file itself), found as every run's is
+    (`resolve_checkpoint`); one line naming --autoencoder if none."""
+    try:
+        return resolve_checkpoint(Path(run_or_ckpt))  # a path, never "the newest run"
+    except MinidiffError:
         raise MinidiffError(f"--autoencoder {run_or_ckpt}: no {CHECKPOINT_NAME} there; pass the "
-                            "folder of a finished 'python -m minidiff train-autoencoder' run")
-    return path
+                            "folder of a finished 'python -m minidiff train-autoencoder' "
+                            "run") from None
 
 
 def load_autoencoder(run_or_ckpt, device="cpu") -> tuple[Autoencoder, dict, Path]:
