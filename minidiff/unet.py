@@ -23,8 +23,8 @@ from minidiff.unet_course import CourseUnet
 from minidiff.unet_minidiff import MinidiffUnet
 from minidiff.utils.errors import MinidiffError
 
-__all__ = ["ARCHS", "NETWORKS", "PREDICTIONS", "ContextUnet", "CourseUnet", "MinidiffUnet", "UnetConfig",
-           "build_unet"]
+__all__ = ["ARCHS", "NETWORKS", "PREDICTIONS", "ContextUnet", "CourseUnet", "MinidiffUnet",
+           "UnetConfig", "build_unet"]
 
 # arch name -> network class, in ARCHS's order. ARCHS and UnetConfig live in the torch-free
 # `minidiff/unet_config.py`, so that the training config can check --arch without loading torch.
