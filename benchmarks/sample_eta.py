@@ -18,7 +18,8 @@ import torch
 
 import minidiff
 from minidiff.data.datasets import load_dataset
-from minidiff.evaluation.metrics import cached_classifier, evaluate
+from minidiff.evaluation.classifier import cached_classifier
+from minidiff.evaluation.metrics import evaluate
 from minidiff.sampling import SamplerConfig
 
 

@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 
 from minidiff.data.datasets import load_dataset
-from minidiff.evaluation.metrics import ClassifierConfig, cached_classifier, evaluate
+from minidiff.evaluation.classifier import ClassifierConfig, cached_classifier
+from minidiff.evaluation.metrics import evaluate
 from minidiff.pipeline import load
 from minidiff.sampling import SamplerConfig
 

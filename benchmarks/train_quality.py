@@ -5,7 +5,7 @@
 # training and 572 held-out images). Every recipe trains on the same training split through
 # `minidiff.training.train(TrainConfig(...))`, with the same budget: `--steps S` (fixed steps,
 # deterministic) or `--minutes M` (wall clock, as `train --minutes`). Then
-# `minidiff.evaluation.metrics.evaluate_held_out` measures each run against the held-out images it
+# `minidiff.evaluation.held_out.evaluate_held_out` measures each run against the held-out images it
 # never saw, with DDIM-25 (the default `SamplerConfig`) at guidance 1 (plain conditional) and at
 # each `--guidance` scale, over 3 sample seeds:
 #
@@ -62,13 +62,8 @@ import torch
 
 from minidiff.data.datasets import Dataset, load_dataset
 from minidiff.data.images import by_class, save_grid, to_uint8
-from minidiff.evaluation.metrics import (
-    ClassifierConfig,
-    cached_classifier,
-    classify,
-    evaluate_held_out,
-    split_dataset,
-)
+from minidiff.evaluation.classifier import ClassifierConfig, cached_classifier, classify
+from minidiff.evaluation.held_out import evaluate_held_out, split_dataset
 from minidiff.pipeline import load
 from minidiff.sampling import SamplerConfig
 from minidiff.training import TrainConfig, train, with_preset

@@ -21,7 +21,7 @@ estimates 1 / std of the training latents after training (`estimate_scale`) and 
 weights (the `scale_factor` buffer): the diffusion model trains on `scale_factor * mean` and its
 samples are decoded as D(z / scale_factor) (`encode_latents`, `decode_latents`).
 
-Measured on emoji_google 32x32 (1,811 training, 95 held-out images, `evaluation.metrics.split`
+Measured on emoji_google 32x32 (1,811 training, 95 held-out images, `evaluation.classifier.split`
 at 0.05; n_feat 32, batch 64, AdamW 2e-3 with warm-up and cosine; one CPU thread of a busy 2-core
 machine): held-out PSNR 20.74 dB (L1) against 20.73 (MSE) after 300 steps, 23.50 against 23.39
 after 800 (436 s and 488 s), so L1 is the default; the default run (`python -m minidiff

@@ -21,7 +21,7 @@
 # This chapter samples with the pipeline's default sampler, DDIM with 25 steps (chapter 6
 # explains it; `sampler="ddpm"` gives the course's 500 steps, 20 times slower). It needs chapter
 # 4's trained run and trains it first if it is missing (a few minutes at full size), and the
-# feature classifier of `minidiff/evaluation/metrics.py` (about 2 more minutes the first time).
+# feature classifier of `minidiff/evaluation/classifier.py` (about 2 more minutes the first time).
 
 # %%
 import inspect
@@ -32,7 +32,8 @@ from _tutorial import OUT, pick
 
 import minidiff
 from minidiff.data.images import by_class, save_grid
-from minidiff.evaluation.metrics import classify, evaluate
+from minidiff.evaluation.classifier import classify
+from minidiff.evaluation.metrics import evaluate
 from minidiff.sampling import SamplerConfig, guided_eps
 
 pipe = minidiff.load(trained_run(), device="cpu")
@@ -83,7 +84,7 @@ print("saved", OUT / "05_mixes.png", "(columns:", "; ".join(MIXES) + ")")
 
 # %% [markdown]
 # What do the mixtures look like to a classifier trained on the real sprites?
-# `minidiff/evaluation/metrics.py` trains a small one (it is also what FID below is measured
+# `minidiff/evaluation/classifier.py` trains a small one (it is also what FID below is measured
 # with); here is the share of each column it puts in each class.
 
 # %%

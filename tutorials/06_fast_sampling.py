@@ -25,7 +25,7 @@
 # `tests/test_dpm_solver.py`.
 #
 # It needs chapter 4's trained run (trained first if missing: a few minutes at full size) and
-# the feature classifier of `minidiff/evaluation/metrics.py` (about 2 minutes the first time). The quality
+# the feature classifier of `minidiff/evaluation/classifier.py` (about 2 minutes the first time). The quality
 # table samples with DDPM too, which takes another minute or two at full size.
 
 # %%

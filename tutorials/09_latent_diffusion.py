@@ -204,5 +204,5 @@ assert gap["samples"] < gap["decoded noise"], "the sampler should find sprite-li
 # Is it worth it? `benchmarks/latent.py` gives both pipelines the same 15 CPU-minutes on real
 # 32x32 emoji: the autoencoder and the latent model share them, the pixel model has them all.
 # It reports the step-time ratio at batch 128, the autoencoder's PSNR, and the FID of each in
-# the feature space of a classifier trained on the same data (`minidiff/evaluation/metrics.py`),
+# the feature space of a classifier trained on the same data (`minidiff/evaluation/classifier.py`),
 # with both sample grids; benchmarks/RESULTS.md records what it measured.

@@ -1,5 +1,5 @@
 """The trained run that chapters 2, 5 and 6 sample from: chapter 4's, or the same run made here.
-Also the data it was trained on, the feature classifier `minidiff.evaluation.metrics` measures with,
+Also the data it was trained on, the feature classifier `minidiff.evaluation.classifier` measures with,
 and one measure of variety the chapters share.
 
 Chapter 4 trains a ContextUnet on the built-in sprites with `tutorial_config()` and leaves the run
@@ -28,7 +28,8 @@ from _tutorial import OUT, SMALL, pick
 
 from minidiff.training.checkpoint import CHECKPOINT_NAME
 from minidiff.data.datasets import Dataset, dataset_hash, load_dataset
-from minidiff.evaluation.metrics import ClassifierConfig, cached_classifier, nearest_rms
+from minidiff.evaluation.classifier import ClassifierConfig, cached_classifier
+from minidiff.evaluation.metrics import nearest_rms
 from minidiff.training import TrainConfig, train
 
 if SMALL:
@@ -74,7 +75,7 @@ def training_data() -> Dataset:
 
 
 def feature_classifier(dataset: Dataset):
-    """(classifier, info) for FID and conditional accuracy (`minidiff/evaluation/metrics.py`):
+    """(classifier, info) for FID and conditional accuracy (`minidiff/evaluation/classifier.py`):
     trained on `dataset` on first use (about 2 minutes at full size) and cached in OUT for later
     chapters."""
     config = ClassifierConfig(steps=pick(ClassifierConfig.steps, 20))

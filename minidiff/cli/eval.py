@@ -9,11 +9,11 @@ seed<k>.json` (or `--json`; the rules of `minidiff.cli.outputs`). With `--seeds 
 numbers are means over seeds --seed .. --seed + K - 1, beside `<key>_each` and `fid_min`.
 Diversity: per class, the feature spread of the samples over that of the real images (1: as
 varied as real; well below: collapse onto prototypes). The feature classifier is trained on the
-first evaluation of a dataset and cached (`minidiff.evaluation.metrics.cache_dir`:
+first evaluation of a dataset and cached (`minidiff.evaluation.classifier.cache_dir`:
 $MINIDIFF_CACHE, else ~/.cache/minidiff); the command says where, and whether it trained it.
 
 This measures a run against the data it was trained on. Against images it never saw (a held-out
-split): `benchmarks/train_quality.py`, `minidiff.evaluation.metrics.evaluate_held_out`.
+split): `benchmarks/train_quality.py`, `minidiff.evaluation.held_out.evaluate_held_out`.
 """
 
 from __future__ import annotations
@@ -37,14 +37,9 @@ from minidiff.cli.sample import (
     threads,
 )
 from minidiff.data.datasets import load_dataset
-from minidiff.evaluation.metrics import (
-    ClassifierConfig,
-    cache_dir,
-    cached_classifier,
-    evaluate,
-    mean_of,
-    summarise,
-)
+from minidiff.evaluation.classifier import ClassifierConfig, cache_dir, cached_classifier
+from minidiff.evaluation.held_out import summarise
+from minidiff.evaluation.metrics import evaluate, mean_of
 from minidiff.utils.atomic import write_json
 
 MAX_SEEDS = 100

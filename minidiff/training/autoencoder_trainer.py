@@ -9,7 +9,7 @@ the weights of an uninterrupted one.
 
 At every checkpoint (every --checkpoint-every steps, at the end, on Ctrl-C) the trainer also
 estimates the latent scale factor (1 / std of the training latents) into the weights, measures
-the PSNR on the held-out images (a seeded split, `minidiff.evaluation.metrics.split`), and draws
+the PSNR on the held-out images (a seeded split, `minidiff.evaluation.classifier.split`), and draws
 the reconstructions grid. The run folder, like a diffusion run's (`minidiff.training.runs`):
 
     runs/autoencoder-NAME/
@@ -37,7 +37,7 @@ from minidiff.autoencoder_config import (AUTOENCODER_KIND, SESSION_FIELDS, Autoe
                                          check_autoencoder_config, network_settings)
 from minidiff.data.datasets import dataset_hash, load_dataset
 from minidiff.data.images import by_class, columns, save_grid, to_uint8
-from minidiff.evaluation.metrics import split
+from minidiff.evaluation.classifier import split
 from minidiff.training.batches import generator
 from minidiff.training.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from minidiff.training.guards import all_finite, deferred_interrupt, writing

@@ -10,15 +10,9 @@ import torch
 
 from minidiff.data.datasets import Dataset
 from minidiff.data.sprites import CLASSES, make_sprites
-from minidiff.evaluation.metrics import (
-    ClassifierConfig,
-    cached_classifier,
-    class_diversity,
-    evaluate_held_out,
-    mean_pairwise_distance,
-    split_dataset,
-    summarise,
-)
+from minidiff.evaluation.classifier import ClassifierConfig, cached_classifier
+from minidiff.evaluation.held_out import evaluate_held_out, split_dataset, summarise
+from minidiff.evaluation.metrics import class_diversity, mean_pairwise_distance
 from minidiff.pipeline import load
 from minidiff.sampling import SamplerConfig
 from minidiff.training.checkpoint import save_checkpoint

@@ -1,0 +1,121 @@
+"""The held-out instrument (issue 11): a run measured against real images it never saw.
+
+`split_dataset` keeps a seeded share of the data out of training; `evaluate_held_out` then compares
+the run's samples with that whole held-out set H, over several sample seeds: FID(samples, H)
+beside its floor, FID(as many *training* images, H) (draws from the data distribution, as a
+perfect sampler's are), conditional accuracy, per-class diversity, memorisation and the median
+nearest-training-image RMS, the last two beside the real base rate of H. `summarise` folds the
+seeds into `_each`, `_mean` and `_min`. `benchmarks/train_quality.py` and `benchmarks/latent.py`
+print it; the measures themselves live in `minidiff.evaluation.metrics`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from minidiff.data.datasets import Dataset, dataset_hash
+from minidiff.evaluation.classifier import cached_classifier, classify, features
+from minidiff.evaluation.metrics import (NEAR_COPY_RMS, check_run_fits, class_diversity,
+                                         conditional_accuracy, fid, mean_of, nearest_rms,
+                                         sample_like)
+from minidiff.utils.errors import MinidiffError
+
+HELD_OUT_STREAM = 11  # `split_dataset` draws from rng([seed, 11]): never the classifier's split
+
+
+def split_dataset(dataset: Dataset, holdout: float, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """(train, held_out) Datasets of a seeded random split, rows in their file order.
+
+    Drawn apart from the classifier's own split (`minidiff.evaluation.classifier.split`): with
+    the same permutation, the images the classifier never saw would all be held out, where its
+    features spread wider (emoji: training images looked 0.6-0.8 times as varied as held-out
+    ones of their class)."""
+    order = np.random.default_rng([seed, HELD_OUT_STREAM]).permutation(len(dataset))
+    n_held = max(1, round(holdout * len(dataset)))
+    parts = (np.sort(order[n_held:]), np.sort(order[:n_held]))
+    return tuple(Dataset(dataset.images[torch.from_numpy(rows)],
+                         dataset.contexts[torch.from_numpy(rows)], dataset.classes, dataset.name)
+                 for rows in parts)
+
+
+def evaluate_held_out(pipe, train: Dataset, held_out: Dataset, sampler, n: int = 1000,
+                      seeds=(0, 1, 2), classifier=None,
+                      classifier_info: dict | None = None) -> dict:
+    """Measure a run trained on `train` against `held_out` images it never saw, over `seeds`.
+
+    For each seed: m = min(n, len(train)) random training images (drawn with that seed) play a
+    perfect sampler, and m samples are conditioned on their classes, so both have the data's class
+    mix and the same m. Both are compared with the whole held-out set H: FID(samples, H) and the
+    floor FID(training images, H). Memorisation and the median nearest-training-image RMS are
+    measured for the samples and, as the real base rate, for H. The classifier defaults to the
+    cached one of train + held_out. Returns plain numbers (`summarise`'s `_each`, `_mean`, `_min`).
+    """
+    if classifier is None:
+        whole = Dataset(torch.cat([train.images, held_out.images]),
+                        torch.cat([train.contexts, held_out.contexts]), train.classes, train.name)
+        classifier, classifier_info = cached_classifier(whole)
+    n = min(n, len(train))
+    if n < 2 or len(held_out) < 2:
+        raise MinidiffError(f"FID needs at least 2 samples and 2 held-out images, got n={n} "
+                            f"and {len(held_out)} held out")
+    conditional = check_run_fits(pipe, train, sampler)
+    held = (features(classifier, held_out.images), held_out.contexts.argmax(1))
+    rows = [_held_out_seed(pipe, train, sampler, n, seed, classifier, held, conditional)
+            for seed in seeds]
+    rms_real = nearest_rms(held_out.images, train.images)
+    seconds = sum(row.pop("sampling_seconds") for row in rows)
+    return {
+        "n_samples": n, "n_train": len(train), "n_held_out": len(held_out), "seeds": list(seeds),
+        **summarise(rows),
+        "memorisation_real": float((rms_real <= NEAR_COPY_RMS).float().mean()),
+        "nearest_rms_median_real": float(rms_real.median()), "near_copy_rms": NEAR_COPY_RMS,
+        "sampling_seconds": seconds, "samples_per_second": n * len(rows) / seconds,
+        "classifier_accuracy": (classifier_info or {}).get("accuracy"),
+        "classifier_path": (classifier_info or {}).get("path"),
+        "dataset": train.name, "train_hash": dataset_hash(train),
+        "held_out_hash": dataset_hash(held_out),
+    }
+
+
+def _held_out_seed(pipe, train: Dataset, sampler, n: int, seed: int, classifier, held,
+                   conditional: bool) -> dict:
+    """One seed of `evaluate_held_out`: its samples and training images against H."""
+    held_feats, held_labels = held
+    rows = torch.from_numpy(np.random.default_rng(seed).permutation(len(train))[:n])
+    mix = train.contexts[rows] if conditional else None
+    samples, seconds = sample_like(pipe, sampler, n, mix, seed)
+    sample_feats = features(classifier, samples)
+    real_feats = features(classifier, train.images[rows])
+    asked = mix.argmax(1) if conditional else classify(classifier, samples)
+    rms = nearest_rms(samples, train.images)
+    classes = train.classes
+    return {
+        "fid": fid(sample_feats, held_feats), "fid_floor": fid(real_feats, held_feats),
+        "conditional_accuracy": (conditional_accuracy(classifier, samples, mix)
+                                 if conditional else None),
+        "memorisation": float((rms <= NEAR_COPY_RMS).float().mean()),
+        "nearest_rms_median": float(rms.median()),
+        "diversity": class_diversity(sample_feats, asked, held_feats, held_labels, classes),
+        "diversity_floor": class_diversity(real_feats, train.contexts[rows].argmax(1),
+                                           held_feats, held_labels, classes),
+        "sampling_seconds": seconds,
+    }
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Per-seed results as `<key>_each` (a list) and `<key>_mean`, plus `fid_min` and
+    `fid_floor_min`. A per-class dict (diversity) becomes `<key>_per_class` (each class's mean
+    over seeds) and `<key>_mean` (the mean over classes); None (no classes) stays None."""
+    summary = {}
+    for key in rows[0]:
+        values = [row[key] for row in rows]
+        if isinstance(values[0], dict):
+            per_class = {name: mean_of(v[name] for v in values) for name in values[0]}
+            summary |= {f"{key}_per_class": per_class, f"{key}_mean": mean_of(per_class.values()),
+                        f"{key}_each": [mean_of(v.values()) for v in values]}
+            continue
+        summary |= {f"{key}_each": values, f"{key}_mean": mean_of(values)}
+        if key.startswith("fid"):
+            summary[f"{key}_min"] = min(values)
+    return summary
