@@ -1,27 +1,33 @@
 # %% [markdown]
 # # Latent diffusion against pixel diffusion at 32x32, for the same total budget (issue 14)
 #
-# One seeded split of the data (`minidiff.evaluation.metrics.split_dataset`, `--holdout`,
+# One seeded split of the data (`minidiff.evaluation.held_out.split_dataset`, `--holdout`,
 # default 0.3 held out), then two pipelines with the same wall-clock budget, `--minutes` (15):
 #
 # - pixel: `train --image-size 32` on the training split for the whole budget;
-# - latent: `train-autoencoder` for `--ae-share` of it (default 0.4), then `train --autoencoder`
+# - latent: `train-autoencoder` for `--ae-share` of it (default 0.5), then `train --autoencoder`
 #   (the data encoded once, the network at 8x8x4, patch 1) for what is left, the encoding and
 #   the autoencoder's own measurements counted against it.
 #
-# Both are measured by `minidiff.evaluation.metrics.evaluate_held_out` against the held-out
+# Both are measured by `minidiff.evaluation.held_out.evaluate_held_out` against the held-out
 # images neither pipeline saw (FID in the features of a classifier trained on the same 32x32 data,
 # min and mean over the sample seeds, beside the real-vs-real floor; conditional accuracy), with
-# DDIM-25. Also reported: the autoencoder's PSNR on those held-out images, and the training step
-# time of both networks at batch 128 (forward, backward and AdamW, median of 10 after warm-up,
-# in this process, before any training). Grids (`--keep`, else benchmarks/out/latent/): real
-# held-out images | samples, one column per class, for both pipelines, and the autoencoder's
-# reconstructions.
+# DDIM-25, at each `--guidance` scale. Also reported: the autoencoder's PSNR on those held-out
+# images, its own floor (the FID of its reconstructions of the floor's training images: what a
+# perfect latent sampler would score once decoded), and the training step time of both networks
+# at batch 128 (forward, backward and AdamW, median of 10 after warm-up, in this process, before
+# any training). `--only-eval` measures the runs kept in `--keep` again (say, at another
+# scale). Grids (`--keep`, else benchmarks/out/latent/): real held-out images | samples, one
+# column per class, for each pipeline and scale, and the autoencoder's reconstructions.
 #
 #     python benchmarks/latent.py --data ../shared/data/emoji_google_32x32.npy \
 #         --labels ../shared/data/emoji_google_labels_32x32.npy \
 #         --classes ../shared/data/emoji_classes.json --minutes 15 --threads 2 \
 #         --keep runs/latent --json latent.json --markdown latent.md
+#     python benchmarks/latent.py ...the same data... --keep runs/latent --only-eval --guidance 1,2
+#
+# On a busy machine, `--steps 2263,2552,4609` trains what 15 quiet minutes trained on cpu2
+# (benchmarks/RESULTS.md), whatever the load: fixed steps, deterministic weights.
 #
 # Proof at a tiny size (built-in sprites enlarged to 32 px; numbers mean nothing):
 #
@@ -36,14 +42,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from train_quality import side_by_side, write_split  # the split on disk, the real | samples grid
 
 from minidiff.autoencoder import encode_latents, psnr, reconstruct
 from minidiff.autoencoder_config import AutoencoderConfig
 from minidiff.data.datasets import Dataset, load_dataset
-from minidiff.evaluation.metrics import (ClassifierConfig, cached_classifier, evaluate_held_out,
-                                         split_dataset)
+from minidiff.evaluation.classifier import ClassifierConfig, cached_classifier, features
+from minidiff.evaluation.held_out import evaluate_held_out, split_dataset
+from minidiff.evaluation.metrics import fid
 from minidiff.pipeline import load
 from minidiff.sampling import SamplerConfig
 from minidiff.training import TrainConfig, train
@@ -78,17 +86,19 @@ def step_seconds(unet: UnetConfig, batch: int, repeats: int = 10) -> float:
 
 def pixel_pipeline(common: dict, args, out: Path) -> dict:
     start = time.perf_counter()
-    trainer = train(TrainConfig(**common, n_feat=args.n_feat, minutes=args.minutes, steps=None,
-                                out=str(out)))
+    length = {"steps": args.steps[0]} if args.steps else {"minutes": args.minutes, "steps": None}
+    trainer = train(TrainConfig(**common, n_feat=args.n_feat, **length, out=str(out)))
     return {"steps": trainer.step, "seconds": time.perf_counter() - start}
 
 
 def latent_pipeline(common: dict, args, out: Path, held_out: Dataset) -> dict:
     """The autoencoder for its share of the budget, then diffusion on its latents for the rest."""
     start = time.perf_counter()
+    length = ({"steps": args.steps[1]} if args.steps else
+              {"steps": None, "minutes": args.minutes * args.ae_share})
     ae = train_autoencoder(AutoencoderConfig(
         data=common["data"], labels=common.get("labels"), image_size=IMAGE_SIZE,
-        n_feat=args.ae_n_feat, steps=None, minutes=args.minutes * args.ae_share,
+        n_feat=args.ae_n_feat, **length,
         checkpoint_every=0, progress=False, device=args.device, threads=args.threads,
         out=str(out / "autoencoder")))
     ae_seconds = time.perf_counter() - start
@@ -99,12 +109,29 @@ def latent_pipeline(common: dict, args, out: Path, held_out: Dataset) -> dict:
     encode_latents(model, held_out.images)  # the trainer's setup encodes the training split once
     encode_seconds = (time.perf_counter() - encode_start) * common_size(common) / len(held_out)
     minutes = max(0.05, (left - encode_seconds) / 60)  # what is left for the diffusion loop
-    trainer = train(TrainConfig(**common, n_feat=args.n_feat, patch=1, minutes=minutes,
-                                steps=None, autoencoder=str(out / "autoencoder"),
+    length = {"steps": args.steps[2]} if args.steps else {"minutes": minutes, "steps": None}
+    trainer = train(TrainConfig(**common, n_feat=args.n_feat, patch=1, **length,
+                                autoencoder=str(out / "autoencoder"),
                                 out=str(out / "latent")))
     return {"steps": trainer.step, "seconds": time.perf_counter() - start,
             "autoencoder_steps": ae.step, "autoencoder_seconds": ae_seconds,
             "psnr_held_out": held_psnr, "psnr_autoencoder_split": state["psnr_db"]}
+
+
+@torch.inference_mode()
+def reconstruction_floor(autoencoder: Path, train_set: Dataset, held_out: Dataset, classifier,
+                         n: int, seeds) -> list[float]:
+    """Per seed, FID(decode(encode(x)), H) for the m training images x that
+    `evaluate_held_out`'s floor draws with that seed: the latent pipeline's floor."""
+    model, _, _ = load_autoencoder(autoencoder)
+    held = features(classifier, held_out.images)
+    m = min(n, len(train_set))
+    scores = []
+    for seed in seeds:
+        rows = torch.from_numpy(np.random.default_rng(seed).permutation(len(train_set))[:m])
+        decoded = reconstruct(model, train_set.images[rows]).clamp(-1, 1)
+        scores.append(fid(features(classifier, decoded), held))
+    return scores
 
 
 def common_size(common: dict) -> int:
@@ -125,11 +152,18 @@ def parse_args(argv=None):
     add("--n-images", type=int, default=None, help="built-in sprites: how many")
     add("--holdout", type=float, default=0.3, help="share of the data held out (default 0.3)")
     add("--minutes", type=float, default=15.0, help="total budget of each pipeline (default 15)")
-    add("--ae-share", type=float, default=0.4, help="share of the latent pipeline's budget "
-        "spent on the autoencoder (default 0.4)")
-    add("--n-feat", type=int, default=64, help="diffusion network width, both pipelines")
+    add("--steps", type=lambda s: [int(x) for x in s.split(",")], default=None,
+        help="PIXEL,AUTOENCODER,LATENT: fixed step counts instead of --minutes (the budget "
+        "as steps measured on a quiet machine, so runs on a busy one train the same)")
+    add("--ae-share", type=float, default=0.5, help="share of the latent pipeline's budget "
+        "spent on the autoencoder (default 0.5)")
+    add("--n-feat", type=int, default=TrainConfig.n_feat, help="diffusion network width, both "
+        f"pipelines (default {TrainConfig.n_feat}, train's)")
     add("--ae-n-feat", type=int, default=AutoencoderConfig.n_feat, help="autoencoder width")
     add("--n", type=int, default=1000, help="samples per seed (capped at the training images)")
+    add("--guidance", type=lambda s: [float(x) for x in s.split(",")], default=[1.0],
+        help="guidance scales to measure at, comma separated (default 1: none)")
+    add("--only-eval", action="store_true", help="measure the runs kept in --keep again")
     add("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2],
         help="sample seeds, comma separated (default 0,1,2)")
     add("--classifier-steps", type=int, default=ClassifierConfig.steps, help="training steps of "
@@ -151,6 +185,47 @@ def main(argv=None) -> None:
                            n=args.n_images)
     train_set, held_out = split_dataset(dataset, args.holdout)
     classifier = cached_classifier(dataset, ClassifierConfig(steps=args.classifier_steps))
+    keep = Path(args.keep) if args.keep else Path("benchmarks/out/latent")
+    keep.mkdir(parents=True, exist_ok=True)
+    if args.only_eval:
+        if not (keep / "training.json").is_file():
+            raise SystemExit(f"--only-eval: {keep} holds no training.json; train there first")
+        trained = json.loads((keep / "training.json").read_text())
+    else:
+        trained = train_both(args, dataset, train_set, held_out, keep)
+    results = {"dataset": dataset.name, "n_train": len(train_set), "n_held_out": len(held_out),
+               "classifier_accuracy": classifier[1]["accuracy"], **trained}
+    for name in ("pixel", "latent"):
+        pipe = load(keep / name, device=args.device)
+        results[name]["scores"] = {}
+        for guidance in args.guidance:
+            sampler = SamplerConfig(guidance=None if guidance == 1 else guidance)
+            scores = evaluate_held_out(pipe, train_set, held_out, sampler, n=args.n,
+                                       seeds=tuple(args.seeds), classifier=classifier[0],
+                                       classifier_info=classifier[1])
+            grid = keep / f"grid-{name}-g{guidance:g}.png"
+            side_by_side(pipe, held_out, sampler, classifier[0], grid)
+            results[name]["scores"][f"{guidance:g}"] = {
+                k: v for k, v in scores.items() if k.startswith(("fid", "cond", "diversity_mean"))}
+            print(f"  {name:6} guidance {guidance:g} | FID min {scores['fid_min']:.2f} mean "
+                  f"{scores['fid_mean']:.2f} (floor {scores['fid_floor_mean']:.2f}) | acc "
+                  f"{scores['conditional_accuracy_mean'] or float('nan'):.3f} | grid {grid}",
+                  flush=True)
+    floor = reconstruction_floor(keep / "autoencoder", train_set, held_out, classifier[0],
+                                 args.n, args.seeds)
+    results["latent"]["reconstruction_fid_each"] = floor
+    print(f"autoencoder: PSNR {results['latent']['psnr_held_out']:.2f} dB on the held-out "
+          f"images; its reconstructions score FID min {min(floor):.2f} mean "
+          f"{sum(floor) / len(floor):.2f}; {keep / 'autoencoder' / 'reconstructions.png'}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=float) + "\n")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(results))
+
+
+def train_both(args, dataset: Dataset, train_set: Dataset, held_out: Dataset, keep: Path) -> dict:
+    """Time one step of each network, then train both pipelines; what they did, also written to
+    `keep`/training.json for `--only-eval`."""
     k = dataset.contexts.shape[1]
     timing = {name: step_seconds(UnetConfig(in_channels=c, n_feat=args.n_feat, n_cfeat=k,
                                             height=h, patch=p), args.timing_batch)
@@ -160,55 +235,43 @@ def main(argv=None) -> None:
           f"batch {args.timing_batch}: pixel {timing['pixel'] * 1000:.0f} ms, latent "
           f"{timing['latent'] * 1000:.0f} ms ({timing['pixel'] / timing['latent']:.1f}x)",
           flush=True)
-    keep = Path(args.keep) if args.keep else Path("benchmarks/out/latent")
-    keep.mkdir(parents=True, exist_ok=True)
-    sampler = SamplerConfig()
-    results = {"dataset": dataset.name, "n_train": len(train_set), "n_held_out": len(held_out),
-               "minutes": args.minutes, "threads": torch.get_num_threads(),
-               "timing_batch": args.timing_batch, "step_seconds": timing,
-               "step_ratio": timing["pixel"] / timing["latent"],
-               "classifier_accuracy": classifier[1]["accuracy"]}
     with tempfile.TemporaryDirectory() as tmp:
         common = {**write_split(train_set, Path(tmp)), "progress": False, "sample_every": 0,
                   "checkpoint_every": 0, "device": args.device, "threads": args.threads}
         runs = {"pixel": pixel_pipeline(common, args, keep / "pixel"),
                 "latent": latent_pipeline(common, args, keep, held_out)}
-        for name, run in runs.items():
-            pipe = load(keep / name, device=args.device)
-            scores = evaluate_held_out(pipe, train_set, held_out, sampler, n=args.n,
-                                       seeds=tuple(args.seeds), classifier=classifier[0],
-                                       classifier_info=classifier[1])
-            side_by_side(pipe, held_out, sampler, classifier[0], keep / f"grid-{name}.png")
-            kept = {k: v for k, v in scores.items() if k.startswith(("fid", "cond"))}
-            results[name] = {**run, **kept}
-            print(f"  {name:6} {run['steps']:>6} steps in {run['seconds']:.0f} s | FID min "
-                  f"{scores['fid_min']:.2f} mean {scores['fid_mean']:.2f} (floor "
-                  f"{scores['fid_floor_mean']:.2f}) | grid {keep / f'grid-{name}.png'}",
-                  flush=True)
-    latent = runs["latent"]
-    print(f"autoencoder: {latent['autoencoder_steps']} steps in "
-          f"{latent['autoencoder_seconds']:.0f} s, PSNR {latent['psnr_held_out']:.2f} dB on the "
-          f"held-out images; reconstructions {keep / 'autoencoder' / 'reconstructions.png'}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, default=float) + "\n")
-    if args.markdown:
-        Path(args.markdown).write_text(markdown(results))
+    for name, run in runs.items():
+        print(f"  {name:6} {run['steps']:>6} steps in {run['seconds']:.0f} s", flush=True)
+    trained = {"minutes": args.minutes, "fixed_steps": args.steps,
+               "threads": torch.get_num_threads(),
+               "n_feat": args.n_feat, "ae_share": args.ae_share,
+               "timing_batch": args.timing_batch, "step_seconds": timing,
+               "step_ratio": timing["pixel"] / timing["latent"], **runs}
+    (keep / "training.json").write_text(json.dumps(trained, indent=2, default=float) + "\n")
+    return trained
 
 
 def markdown(r: dict) -> str:
     p, lat = r["pixel"], r["latent"]
+    floor = lat["reconstruction_fid_each"]
+    rows = [(f"pixel 32x32, guidance {g}", p, x) for g, x in p["scores"].items()]
+    rows += [(f"autoencoder + latent 8x8x4, guidance {g}", lat, x)
+             for g, x in lat["scores"].items()]
     return "\n".join([
         f"{r['dataset']}: {r['n_train']} training / {r['n_held_out']} held-out images, "
-        f"{r['minutes']:g} minutes per pipeline on {r['threads']} threads; feature classifier "
-        f"accuracy {r['classifier_accuracy']:.3f}; step time at batch {r['timing_batch']}: "
-        f"{r['step_ratio']:.1f}x faster on latents; autoencoder PSNR "
-        f"{lat['psnr_held_out']:.2f} dB on the held-out images", "",
-        "| pipeline | steps | seconds | FID min | FID mean | floor | cond. acc. |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-        *(f"| {name} | {x['steps']:,} | {x['seconds']:.0f} | {x['fid_min']:.2f} | "
+        + (f"fixed steps {r['fixed_steps']} (pixel, autoencoder, latent)" if r.get("fixed_steps")
+           else f"{r['minutes']:g} minutes per pipeline") + f" on {r['threads']} threads, n_feat "
+        f"{r['n_feat']}; feature classifier accuracy {r['classifier_accuracy']:.3f}; step time "
+        f"at batch {r['timing_batch']}: {r['step_ratio']:.1f}x faster on latents; autoencoder "
+        f"{lat['autoencoder_steps']:,} steps in {lat['autoencoder_seconds']:.0f} s, PSNR "
+        f"{lat['psnr_held_out']:.2f} dB on the held-out images; FID of its reconstructions "
+        f"(the latent floor): min {min(floor):.2f} mean {sum(floor) / len(floor):.2f}", "",
+        "| pipeline | steps | seconds | FID min | FID mean | floor | cond. acc. | diversity |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        *(f"| {name} | {run['steps']:,} | {run['seconds']:.0f} | {x['fid_min']:.2f} | "
           f"{x['fid_mean']:.2f} | {x['fid_floor_mean']:.2f} | "
-          f"{x.get('conditional_accuracy_mean') or float('nan'):.3f} |"
-          for name, x in (("pixel 32x32", p), ("autoencoder + latent 8x8x4", lat)))]) + "\n"
+          f"{x.get('conditional_accuracy_mean') or float('nan'):.3f} | "
+          f"{x.get('diversity_mean') or float('nan'):.2f} |" for name, run, x in rows)]) + "\n"
 
 
 if __name__ == "__main__":
