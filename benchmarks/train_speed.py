@@ -89,9 +89,9 @@ def _forever(loader):
 def time_trainer(args, arch: str, **overrides) -> float:
     """Images/s of `Trainer.train_step` with the default recipe (plus `overrides`)."""
     with tempfile.TemporaryDirectory() as out:
-        config = TrainConfig(arch=arch, n_feat=args.n_feat, batch_size=args.batch_size,
-                             n_images=args.n_images, out=f"{out}/run", progress=False,
-                             device="cpu", **overrides)
+        fields = dict(arch=arch, n_feat=args.n_feat, batch_size=args.batch_size,
+                      n_images=args.n_images, out=f"{out}/run", progress=False, device="cpu")
+        config = TrainConfig(**{**fields, **overrides})  # a --variant may change any of them
         trainer = Trainer(config)
         trainer.model.train()
         counter = iter(range(10**9))
