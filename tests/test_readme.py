@@ -35,6 +35,11 @@ SMALL = {  # README command (comment dropped) -> what the test runs instead
         f"python -m minidiff train --preset course --out runs/course {TINY}",
     "torchrun --nproc_per_node=2 -m minidiff train --out runs/ddp":
         f"torchrun --nproc_per_node=2 -m minidiff train --out runs/ddp {TINY}",
+    "python -m minidiff train-autoencoder --out runs/ae":
+        "python -m minidiff train-autoencoder --out runs/ae --steps 4 --n-feat 8 --n-images 64 "
+        "--batch-size 16",
+    "python -m minidiff train --autoencoder runs/ae --out runs/latent":
+        f"python -m minidiff train --autoencoder runs/ae --out runs/latent {TINY}",
     "python tutorials/01_noising.py": "python tutorials/01_noising.py",  # small: see ENV
     "python -m minidiff tutorials --notebooks notebooks/":
         "python -m minidiff tutorials --notebooks notebooks/ --chapters 1",

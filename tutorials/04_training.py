@@ -295,8 +295,14 @@ assert 1 / alpha_bar[T] > 100 * (1 / alpha_bar[1]), "v weights the noisiest step
 # | n_feat 32, predicting v (**the default**) | 2,480 | 0.69 | 0.669 |
 #
 # Two ingredients carry it: a network cheap enough to take three times the steps, and a target
-# that does not blow up at large t. The pictures are in the README: smileys, people and flags
-# come out recognisable in five minutes, most other emoji are still blotches. Real images need
-# more than five CPU-minutes; the instrument that says so is `benchmarks/train_quality.py`.
+# that does not blow up at large t. The samples of each recipe, the same seeds, one column per
+# class (the first two rows of each run's grid): smileys, people and flags come out
+# recognisable in five minutes, most other emoji are still blotches, and the speckle thins as
+# FID falls.
+#
+# ![the ablation's samples on emoji](../docs/ablation_emoji.png)
+#
+# Real images need more than five CPU-minutes; the instrument that says so is
+# `benchmarks/train_quality.py`.
 #
 # **Next:** chapter 5 steers the trained network towards a class.
