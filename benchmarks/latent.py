@@ -50,7 +50,7 @@ from minidiff.autoencoder import encode_latents, psnr, reconstruct
 from minidiff.autoencoder_config import AutoencoderConfig
 from minidiff.data.datasets import Dataset, load_dataset
 from minidiff.evaluation.classifier import ClassifierConfig, cached_classifier, features
-from minidiff.evaluation.held_out import evaluate_held_out, split_dataset
+from minidiff.evaluation.held_out import evaluate_held_out, floor_rows, split_dataset
 from minidiff.evaluation.metrics import fid
 from minidiff.pipeline import load
 from minidiff.sampling import SamplerConfig
@@ -121,14 +121,13 @@ def latent_pipeline(common: dict, args, out: Path, held_out: Dataset) -> dict:
 @torch.inference_mode()
 def reconstruction_floor(autoencoder: Path, train_set: Dataset, held_out: Dataset, classifier,
                          n: int, seeds) -> list[float]:
-    """Per seed, FID(decode(encode(x)), H) for the m training images x that
-    `evaluate_held_out`'s floor draws with that seed: the latent pipeline's floor."""
+    """Per seed, FID(decode(encode(x)), H) for the training images x that `evaluate_held_out`'s
+    floor draws with that seed (`floor_rows`): the latent pipeline's floor."""
     model, _, _ = load_autoencoder(autoencoder)
     held = features(classifier, held_out.images)
-    m = min(n, len(train_set))
     scores = []
     for seed in seeds:
-        rows = torch.from_numpy(np.random.default_rng(seed).permutation(len(train_set))[:m])
+        rows = floor_rows(train_set, n, seed)
         decoded = reconstruct(model, train_set.images[rows]).clamp(-1, 1)
         scores.append(fid(features(classifier, decoded), held))
     return scores
@@ -136,8 +135,6 @@ def reconstruction_floor(autoencoder: Path, train_set: Dataset, held_out: Datase
 
 def common_size(common: dict) -> int:
     """Images in the training split written for `train` (its .npy header only)."""
-    import numpy as np
-
     return len(np.load(common["data"], mmap_mode="r"))
 
 

@@ -38,8 +38,7 @@ from minidiff.cli.sample import (
 )
 from minidiff.data.datasets import load_dataset
 from minidiff.evaluation.classifier import ClassifierConfig, cache_dir, cached_classifier
-from minidiff.evaluation.held_out import summarise
-from minidiff.evaluation.metrics import evaluate, mean_of
+from minidiff.evaluation.metrics import evaluate, mean_of, summarise
 from minidiff.utils.atomic import write_json
 
 MAX_SEEDS = 100

@@ -4,8 +4,8 @@
 the run's samples with that whole held-out set H, over several sample seeds: FID(samples, H)
 beside its floor, FID(as many *training* images, H) (draws from the data distribution, as a
 perfect sampler's are), conditional accuracy, per-class diversity, memorisation and the median
-nearest-training-image RMS, the last two beside the real base rate of H. `summarise` folds the
-seeds into `_each`, `_mean` and `_min`. `benchmarks/train_quality.py` and `benchmarks/latent.py`
+nearest-training-image RMS, the last two beside the real base rate of H, folded over the seeds
+by `minidiff.evaluation.metrics.summarise`. `benchmarks/train_quality.py` and `benchmarks/latent.py`
 print it; the measures themselves live in `minidiff.evaluation.metrics`.
 """
 
@@ -17,8 +17,8 @@ import torch
 from minidiff.data.datasets import Dataset, dataset_hash
 from minidiff.evaluation.classifier import cached_classifier, classify, features
 from minidiff.evaluation.metrics import (NEAR_COPY_RMS, check_run_fits, class_diversity,
-                                         conditional_accuracy, fid, mean_of, nearest_rms,
-                                         sample_like)
+                                         conditional_accuracy, fid, nearest_rms, sample_like,
+                                         summarise)
 from minidiff.utils.errors import MinidiffError
 
 HELD_OUT_STREAM = 11  # `split_dataset` draws from rng([seed, 11]): never the classifier's split
@@ -78,11 +78,17 @@ def evaluate_held_out(pipe, train: Dataset, held_out: Dataset, sampler, n: int =
     }
 
 
+def floor_rows(train: Dataset, n: int, seed: int) -> torch.Tensor:
+    """The min(n, len(train)) training rows seed `seed` draws: the floor's real images, whose
+    classes the samples are asked for."""
+    return torch.from_numpy(np.random.default_rng(seed).permutation(len(train))[:n])
+
+
 def _held_out_seed(pipe, train: Dataset, sampler, n: int, seed: int, classifier, held,
                    conditional: bool) -> dict:
     """One seed of `evaluate_held_out`: its samples and training images against H."""
     held_feats, held_labels = held
-    rows = torch.from_numpy(np.random.default_rng(seed).permutation(len(train))[:n])
+    rows = floor_rows(train, n, seed)
     mix = train.contexts[rows] if conditional else None
     samples, seconds = sample_like(pipe, sampler, n, mix, seed)
     sample_feats = features(classifier, samples)
@@ -101,21 +107,3 @@ def _held_out_seed(pipe, train: Dataset, sampler, n: int, seed: int, classifier,
                                            held_feats, held_labels, classes),
         "sampling_seconds": seconds,
     }
-
-
-def summarise(rows: list[dict]) -> dict:
-    """Per-seed results as `<key>_each` (a list) and `<key>_mean`, plus `fid_min` and
-    `fid_floor_min`. A per-class dict (diversity) becomes `<key>_per_class` (each class's mean
-    over seeds) and `<key>_mean` (the mean over classes); None (no classes) stays None."""
-    summary = {}
-    for key in rows[0]:
-        values = [row[key] for row in rows]
-        if isinstance(values[0], dict):
-            per_class = {name: mean_of(v[name] for v in values) for name in values[0]}
-            summary |= {f"{key}_per_class": per_class, f"{key}_mean": mean_of(per_class.values()),
-                        f"{key}_each": [mean_of(v.values()) for v in values]}
-            continue
-        summary |= {f"{key}_each": values, f"{key}_mean": mean_of(values)}
-        if key.startswith("fid"):
-            summary[f"{key}_min"] = min(values)
-    return summary

@@ -132,6 +132,24 @@ def mean_of(values) -> float | None:
     return float(np.mean(numbers)) if numbers else None
 
 
+def summarise(rows: list[dict]) -> dict:
+    """Per-seed results as `<key>_each` (a list) and `<key>_mean`, plus `fid_min` and
+    `fid_floor_min`. A per-class dict (diversity) becomes `<key>_per_class` (each class's mean
+    over seeds) and `<key>_mean` (the mean over classes); None (no classes) stays None."""
+    summary = {}
+    for key in rows[0]:
+        values = [row[key] for row in rows]
+        if isinstance(values[0], dict):
+            per_class = {name: mean_of(v[name] for v in values) for name in values[0]}
+            summary |= {f"{key}_per_class": per_class, f"{key}_mean": mean_of(per_class.values()),
+                        f"{key}_each": [mean_of(v.values()) for v in values]}
+            continue
+        summary |= {f"{key}_each": values, f"{key}_mean": mean_of(values)}
+        if key.startswith("fid"):
+            summary[f"{key}_min"] = min(values)
+    return summary
+
+
 # %% One evaluation
 
 

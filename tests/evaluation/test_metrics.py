@@ -1,4 +1,5 @@
-"""FID, memorisation, accuracy and the eval command: exact small cases, then plumbing. The
+"""FID, memorisation, accuracy, per-class diversity, the seed summary and the eval command:
+exact small cases, then plumbing. The
 feature classifier itself: tests/evaluation/test_classifier.py."""
 
 import dataclasses
@@ -13,11 +14,14 @@ from minidiff.training.checkpoint import save_checkpoint
 from minidiff.cli import main
 from minidiff.evaluation.metrics import (
     NEAR_COPY_RMS,
+    class_diversity,
     conditional_accuracy,
     fid,
     frechet_distance,
+    mean_pairwise_distance,
     memorisation,
     nearest_rms,
+    summarise,
 )
 from minidiff.data.sprites import CLASSES, make_sprites
 from minidiff.unet import UnetConfig, build_unet
@@ -80,6 +84,39 @@ def test_conditional_accuracy():
     images.reshape(6, -1)[:, :5] = contexts
     assert conditional_accuracy(Oracle(), images, contexts) == 1.0
     assert conditional_accuracy(Oracle(), images, contexts.roll(1, dims=1)) == 0.0
+
+
+def test_mean_pairwise_distance():
+    # the corners of a unit square: 4 sides of 1 and 2 diagonals of sqrt(2), over 6 pairs
+    square = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], dtype=float)
+    assert mean_pairwise_distance(square) == pytest.approx((4 + 2 * np.sqrt(2)) / 6)
+    assert mean_pairwise_distance(square[:1]) is None
+
+
+def test_class_diversity_is_the_spread_ratio_per_class():
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(60, 8))
+    real_labels = torch.arange(60) % 3
+    # class a: as varied as real (the same points); b: half the spread; c: one repeated point
+    samples = real.copy()
+    samples[real_labels.numpy() == 1] *= 0.5
+    samples[real_labels.numpy() == 2] = samples[2]
+    got = class_diversity(samples, real_labels, real, real_labels, ["a", "b", "c"])
+    assert got["a"] == pytest.approx(1.0) and got["b"] == pytest.approx(0.5)
+    assert got["c"] == 0.0
+    lonely = class_diversity(samples[:4], real_labels[:4], real, real_labels, ["a", "b", "c"])
+    assert lonely["c"] is None  # one sample of class c: no pair to measure
+
+
+def test_summarise_gives_each_mean_and_min():
+    rows = [{"fid": 3.0, "conditional_accuracy": 0.5, "diversity": {"a": 1.0, "b": None}},
+            {"fid": 1.0, "conditional_accuracy": 0.7, "diversity": {"a": 0.5, "b": 0.2}}]
+    got = summarise(rows)
+    assert got["fid_each"] == [3.0, 1.0] and got["fid_min"] == 1.0 and got["fid_mean"] == 2.0
+    assert got["conditional_accuracy_mean"] == pytest.approx(0.6)
+    assert got["diversity_per_class"] == {"a": 0.75, "b": 0.2}
+    assert got["diversity_mean"] == pytest.approx(0.475)
+    assert got["diversity_each"] == [1.0, 0.35]
 
 
 # --- the eval command ----------------------------------------------------------------------------
