@@ -43,6 +43,7 @@ from minidiff.training.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from minidiff.training.guards import all_finite, deferred_interrupt, writing
 from minidiff.training.progress import Progress
 from minidiff.training.runs import MetricsLog, claim_out, resume_checkpoint, write_config
+from minidiff.training.trainer import BUDGET_SHARE
 from minidiff.utils.atomic import write_json
 from minidiff.utils.device import resolve_device
 from minidiff.utils.errors import MinidiffError
@@ -185,14 +186,21 @@ class AutoencoderTrainer:
             return
         c, first, start = self.config, self.step, time.perf_counter()
         losses, bar = [], Progress(c.progress, self.total, self.step)
+        calibration_start, fitting = None, self.total is None
         self.model.train()
         with deferred_interrupt() as interrupt, bar:
             try:
                 while self.total is None or self.step < self.total:
                     losses.append(self.train_step(self.step))
                     self.step += 1
-                    if self.total is None and self.step == first + 1 + CALIBRATION_STEPS:
-                        self._fit_total(start)
+                    # --minutes: the step count from the rate of the steps after the first (a
+                    # warm-up), fitted after CALIBRATION_STEPS and again at every log line, as
+                    # the rate drifts (a fit on 5 steps alone overran a 450 s budget by 14%)
+                    if fitting and self.step == first + 1:
+                        calibration_start = time.perf_counter()
+                    elif fitting and (self.step == first + 1 + CALIBRATION_STEPS or (
+                            self.total is not None and self.step % c.log_every == 0)):
+                        self._fit_total(calibration_start, start, self.step - first - 1)
                         bar.update(self.step, total=self.total)
                     if self.step % c.log_every == 0 or self.step == self.total:
                         self._log(losses, bar, first, start)
@@ -217,10 +225,13 @@ class AutoencoderTrainer:
               f"{float(self.model.scale_factor):.4f}; run folder {self.out}, reconstructions "
               f"{self.out / 'reconstructions.png'}", flush=True)
 
-    def _fit_total(self, start: float) -> None:
-        elapsed = time.perf_counter() - start
-        budget = self.config.minutes * 60 * 0.95 - elapsed  # keep time to save and measure
-        self.total = self.step + max(0, int(budget * CALIBRATION_STEPS / elapsed))
+    def _fit_total(self, calibration_start: float, start: float, timed: int) -> None:
+        """The step count that fills --minutes at the rate of the `timed` steps since the first
+        (the first is slower: torch's warm-up), as `minidiff.training.trainer` fits its own."""
+        now = time.perf_counter()
+        rate = timed / (now - calibration_start)  # steps per second
+        remaining = self.config.minutes * 60 * BUDGET_SHARE - (now - start)
+        self.total = self.step + max(0, int(remaining * rate))
 
     def _log(self, losses, bar: Progress, first: int, start: float) -> None:
         loss = float(torch.stack(losses).mean())
