@@ -24,10 +24,15 @@ samples are decoded as D(z / scale_factor) (`encode_latents`, `decode_latents`).
 Measured on emoji_google 32x32 (1,811 training, 95 held-out images, `evaluation.classifier.split`
 at 0.05; n_feat 32, batch 64, AdamW 2e-3 with warm-up and cosine; one CPU thread of a busy 2-core
 machine): held-out PSNR 20.74 dB (L1) against 20.73 (MSE) after 300 steps, 23.50 against 23.39
-after 800 (436 s and 488 s), so L1 is the default; the default run (`python -m minidiff
-train-autoencoder`, 2,000 steps) reached 25.20 dB in 794 s. Reading 2x2 patches first made a
-step 5x cheaper than full-resolution convolutions at the same width (0.39 s against 2.08 s at
-batch 64).
+after 800 (436 s and 488 s), so L1 is the default. Reading 2x2 patches first made a step 5x
+cheaper than full-resolution convolutions at the same width (0.39 s against 2.08 s at batch 64).
+Then, on the split of `benchmarks/latent.py` (1,334 training images, PSNR on the 572 held out;
+one thread each, two runs at a time on 2 cores, about 10.5 minutes each), batch and rate at the
+same wall clock: batch 64 for 2,552 steps at lr 1e-3, 4e-3, 8e-3: 24.45, 25.38, 25.46 dB;
+batch 32 for 5,104 steps at 4e-3, 8e-3: 25.80, 25.92 dB; batch 16 for 10,208 steps at 4e-3:
+26.10 dB. Per image, a step on 2 threads costs 2.39, 2.63 and 3.15 ms at batch 64, 32 and 16,
+so batch 16 buys its steps dearest there: the default is batch 32 at 8e-3
+(benchmarks/RESULTS.md, "Latent against pixel diffusion").
 
 Tutorial: tutorials/09_latent_diffusion.py.
 """
