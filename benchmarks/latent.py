@@ -16,9 +16,11 @@
 # images, its own floor (the FID of its reconstructions of the floor's training images: what a
 # perfect latent sampler would score once decoded), and the training step time of both networks
 # at batch 128 (forward, backward and AdamW, median of 10 after warm-up, in this process, before
-# any training). `--only-eval` measures the runs kept in `--keep` again (say, at another
-# scale). Grids (`--keep`, else benchmarks/out/latent/): real held-out images | samples, one
-# column per class, for each pipeline and scale, and the autoencoder's reconstructions.
+# any training, with the trainer's fused AdamW), and the seconds per step each run's own loop
+# took (its metrics.jsonl). `--only-eval` measures the runs kept in `--keep` again (say, at
+# another scale); `--train latent` trains the latent pipeline again beside the kept pixel run.
+# Grids (`--keep`, else benchmarks/out/latent/): real held-out images | samples, one column per
+# class, for each pipeline and scale, and the autoencoder's reconstructions.
 #
 #     python benchmarks/latent.py --data ../shared/data/emoji_google_32x32.npy \
 #         --labels ../shared/data/emoji_google_labels_32x32.npy \
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -61,14 +64,16 @@ from minidiff.unet import UnetConfig, build_unet
 from minidiff.utils.device import fast_bf16
 
 IMAGE_SIZE = 32
+PIPELINES = ("pixel", "latent")
 
 
 def step_seconds(unet: UnetConfig, batch: int, repeats: int = 10) -> float:
     """Median seconds of one training step (forward, backward, AdamW) of `unet` at `batch`, in
-    bf16 autocast where the trainer would use it."""
+    bf16 autocast where the trainer would use it, with its fused AdamW
+    (`minidiff/training/trainer_setup.py`)."""
     torch.manual_seed(0)
     net = build_unet(unet)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=True)
     x = torch.randn(batch, unet.in_channels, unet.height, unet.height)
     t, c = torch.rand(batch), torch.eye(unet.n_cfeat)[torch.arange(batch) % unet.n_cfeat]
     bf16 = fast_bf16(torch.device("cpu"))
@@ -133,6 +138,13 @@ def reconstruction_floor(autoencoder: Path, train_set: Dataset, held_out: Datase
     return scores
 
 
+def loop_seconds_per_step(run: Path) -> float:
+    """Seconds per step of a finished diffusion run's own loop, from its last metrics.jsonl line
+    (`time_s` counts the loop only: not the setup, nor the encoding of the latents)."""
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    return last["time_s"] / last["step"]
+
+
 def common_size(common: dict) -> int:
     """Images in the training split written for `train` (its .npy header only)."""
     return len(np.load(common["data"], mmap_mode="r"))
@@ -161,6 +173,10 @@ def parse_args(argv=None):
     add("--guidance", type=lambda s: [float(x) for x in s.split(",")], default=[1.0],
         help="guidance scales to measure at, comma separated (default 1: none)")
     add("--only-eval", action="store_true", help="measure the runs kept in --keep again")
+    add("--train", type=pipelines, default=list(PIPELINES), help="the pipelines to "
+        "train, comma separated (default pixel,latent); one alone keeps the other's run and "
+        "numbers from --keep (say, the latent one again with another --ae-share); the runs "
+        "trained again are moved to NAME.previous there first")
     add("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2],
         help="sample seeds, comma separated (default 0,1,2)")
     add("--classifier-steps", type=int, default=ClassifierConfig.steps, help="training steps of "
@@ -178,15 +194,16 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep = Path(args.keep) if args.keep else Path("benchmarks/out/latent")
+    if args.only_eval and not (keep / "training.json").is_file():
+        raise SystemExit(f"--only-eval: {keep} holds no training.json; train there first")
+    kept_runs(args.train, keep)  # before any work: a run to keep is there
     dataset = load_dataset(args.data, args.labels, args.classes, image_size=IMAGE_SIZE,
                            n=args.n_images)
     train_set, held_out = split_dataset(dataset, args.holdout)
     classifier = cached_classifier(dataset, ClassifierConfig(steps=args.classifier_steps))
-    keep = Path(args.keep) if args.keep else Path("benchmarks/out/latent")
     keep.mkdir(parents=True, exist_ok=True)
     if args.only_eval:
-        if not (keep / "training.json").is_file():
-            raise SystemExit(f"--only-eval: {keep} holds no training.json; train there first")
         trained = json.loads((keep / "training.json").read_text())
     else:
         trained = train_both(args, dataset, train_set, held_out, keep)
@@ -220,6 +237,35 @@ def main(argv=None) -> None:
         Path(args.markdown).write_text(markdown(results))
 
 
+def pipelines(text: str) -> list[str]:
+    """--train's value: pipeline names, comma separated."""
+    names = text.split(",")
+    if unknown := set(names) - set(PIPELINES):
+        raise argparse.ArgumentTypeError(f"no pipeline called {', '.join(sorted(unknown))}; "
+                                         "pass pixel, latent or both")
+    return names
+
+
+def kept_runs(train: list[str], keep: Path) -> dict:
+    """What `keep`/training.json says of the runs kept there; one line if a pipeline that is
+    not trained again has no run there."""
+    kept = keep / "training.json"
+    earlier = json.loads(kept.read_text()) if kept.is_file() else {}
+    if missing := [name for name in PIPELINES if name not in train and name not in earlier]:
+        raise SystemExit(f"--train {','.join(train)}: {keep} holds no {missing[0]} run to keep; "
+                         "train both first")
+    return earlier
+
+
+def set_aside(keep: Path, *names: str) -> None:
+    """Rename the run folders `names` under `keep` to NAME.previous (replacing an older one),
+    so a pipeline trained again starts afresh and the last run is not lost."""
+    for name in names:
+        if (keep / name).exists():
+            shutil.rmtree(keep / f"{name}.previous", ignore_errors=True)
+            (keep / name).rename(keep / f"{name}.previous")
+
+
 def train_both(args, dataset: Dataset, train_set: Dataset, held_out: Dataset, keep: Path) -> dict:
     """Time one step of each network, then train both pipelines; what they did, also written to
     `keep`/training.json for `--only-eval`."""
@@ -232,18 +278,29 @@ def train_both(args, dataset: Dataset, train_set: Dataset, held_out: Dataset, ke
           f"batch {args.timing_batch}: pixel {timing['pixel'] * 1000:.0f} ms, latent "
           f"{timing['latent'] * 1000:.0f} ms ({timing['pixel'] / timing['latent']:.1f}x)",
           flush=True)
+    earlier = kept_runs(args.train, keep)
     with tempfile.TemporaryDirectory() as tmp:
         common = {**write_split(train_set, Path(tmp)), "progress": False, "sample_every": 0,
                   "checkpoint_every": 0, "device": args.device, "threads": args.threads}
-        runs = {"pixel": pixel_pipeline(common, args, keep / "pixel"),
-                "latent": latent_pipeline(common, args, keep, held_out)}
+        runs = {name: earlier[name] for name in PIPELINES if name not in args.train}
+        if "pixel" in args.train:
+            set_aside(keep, "pixel")
+            runs["pixel"] = pixel_pipeline(common, args, keep / "pixel")
+        if "latent" in args.train:
+            set_aside(keep, "autoencoder", "latent")
+            runs["latent"] = latent_pipeline(common, args, keep, held_out)
     for name, run in runs.items():
-        print(f"  {name:6} {run['steps']:>6} steps in {run['seconds']:.0f} s", flush=True)
+        run["loop_seconds_per_step"] = loop_seconds_per_step(keep / name)
+        print(f"  {name:6} {run['steps']:>6} steps in {run['seconds']:.0f} s, its loop "
+              f"{run['loop_seconds_per_step'] * 1000:.0f} ms per step", flush=True)
     trained = {"minutes": args.minutes, "fixed_steps": args.steps,
                "threads": torch.get_num_threads(),
                "n_feat": args.n_feat, "ae_share": args.ae_share,
                "timing_batch": args.timing_batch, "step_seconds": timing,
-               "step_ratio": timing["pixel"] / timing["latent"], **runs}
+               "step_ratio": timing["pixel"] / timing["latent"],
+               "loop_step_ratio": (runs["pixel"]["loop_seconds_per_step"]
+                                   / runs["latent"]["loop_seconds_per_step"]),
+               "pixel": runs["pixel"], "latent": runs["latent"]}
     (keep / "training.json").write_text(json.dumps(trained, indent=2, default=float) + "\n")
     return trained
 
@@ -259,7 +316,8 @@ def markdown(r: dict) -> str:
         + (f"fixed steps {r['fixed_steps']} (pixel, autoencoder, latent)" if r.get("fixed_steps")
            else f"{r['minutes']:g} minutes per pipeline") + f" on {r['threads']} threads, n_feat "
         f"{r['n_feat']}; feature classifier accuracy {r['classifier_accuracy']:.3f}; step time "
-        f"at batch {r['timing_batch']}: {r['step_ratio']:.1f}x faster on latents; autoencoder "
+        f"at batch {r['timing_batch']}: {r['step_ratio']:.1f}x faster on latents (in the runs' "
+        f"own loops: {r.get('loop_step_ratio', float('nan')):.1f}x); autoencoder "
         f"{lat['autoencoder_steps']:,} steps in {lat['autoencoder_seconds']:.0f} s, PSNR "
         f"{lat['psnr_held_out']:.2f} dB on the held-out images; FID of its reconstructions "
         f"(the latent floor): min {min(floor):.2f} mean {sum(floor) / len(floor):.2f}", "",
