@@ -226,7 +226,7 @@ assert gap["samples"] < gap["decoded noise"], "the sampler should find sprite-li
 # A latent step cost 3.4x less than a pixel step, not the 4.1x its FLOPs promise (small tensors
 # pay fixed costs), and half the budget went to the autoencoder, yet the latent model still took
 # 1.7 times the steps, and its samples score better at both scales (on Twitter's emoji too:
-# 0.68 against 1.04, 0.50 against 0.77); by eye they are smooth where the pixel ones are
+# 0.59 against 1.04, 0.46 against 0.77); by eye they are smooth where the pixel ones are
 # speckled. Pixels, then latents, guidance 2, one column per class:
 #
 # ![pixel diffusion at 32x32](../docs/latent_emoji_pixel.png)
