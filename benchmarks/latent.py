@@ -197,7 +197,7 @@ def main(argv=None) -> None:
     keep = Path(args.keep) if args.keep else Path("benchmarks/out/latent")
     if args.only_eval and not (keep / "training.json").is_file():
         raise SystemExit(f"--only-eval: {keep} holds no training.json; train there first")
-    kept_runs(args.train, keep)  # before any work: a run to keep is there
+    earlier = kept_runs(args.train, keep)  # before any work: a run to keep is there
     dataset = load_dataset(args.data, args.labels, args.classes, image_size=IMAGE_SIZE,
                            n=args.n_images)
     train_set, held_out = split_dataset(dataset, args.holdout)
@@ -206,7 +206,7 @@ def main(argv=None) -> None:
     if args.only_eval:
         trained = json.loads((keep / "training.json").read_text())
     else:
-        trained = train_both(args, dataset, train_set, held_out, keep)
+        trained = train_both(args, dataset, train_set, held_out, keep, earlier)
     results = {"dataset": dataset.name, "n_train": len(train_set), "n_held_out": len(held_out),
                "classifier_accuracy": classifier[1]["accuracy"], **trained}
     for name in ("pixel", "latent"):
@@ -266,9 +266,11 @@ def set_aside(keep: Path, *names: str) -> None:
             (keep / name).rename(keep / f"{name}.previous")
 
 
-def train_both(args, dataset: Dataset, train_set: Dataset, held_out: Dataset, keep: Path) -> dict:
-    """Time one step of each network, then train both pipelines; what they did, also written to
-    `keep`/training.json for `--only-eval`."""
+def train_both(args, dataset: Dataset, train_set: Dataset, held_out: Dataset, keep: Path,
+               earlier: dict) -> dict:
+    """Time one step of each network, then train the pipelines in --train (the others' runs are
+    `earlier`'s, from `kept_runs`); what they did, also written to `keep`/training.json for
+    `--only-eval`."""
     k = dataset.contexts.shape[1]
     timing = {name: step_seconds(UnetConfig(in_channels=c, n_feat=args.n_feat, n_cfeat=k,
                                             height=h, patch=p), args.timing_batch)
@@ -278,7 +280,6 @@ def train_both(args, dataset: Dataset, train_set: Dataset, held_out: Dataset, ke
           f"batch {args.timing_batch}: pixel {timing['pixel'] * 1000:.0f} ms, latent "
           f"{timing['latent'] * 1000:.0f} ms ({timing['pixel'] / timing['latent']:.1f}x)",
           flush=True)
-    earlier = kept_runs(args.train, keep)
     with tempfile.TemporaryDirectory() as tmp:
         common = {**write_split(train_set, Path(tmp)), "progress": False, "sample_every": 0,
                   "checkpoint_every": 0, "device": args.device, "threads": args.threads}

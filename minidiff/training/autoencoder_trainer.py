@@ -43,7 +43,7 @@ from minidiff.training.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from minidiff.training.guards import all_finite, deferred_interrupt, writing
 from minidiff.training.progress import Progress
 from minidiff.training.runs import MetricsLog, claim_out, resume_checkpoint, write_config
-from minidiff.training.trainer import BUDGET_SHARE
+from minidiff.training.config import fitted_total
 from minidiff.utils.atomic import write_json
 from minidiff.utils.device import resolve_device
 from minidiff.utils.errors import MinidiffError
@@ -229,9 +229,8 @@ class AutoencoderTrainer:
         """The step count that fills --minutes at the rate of the `timed` steps since the first
         (the first is slower: torch's warm-up), as `minidiff.training.trainer` fits its own."""
         now = time.perf_counter()
-        rate = timed / (now - calibration_start)  # steps per second
-        remaining = self.config.minutes * 60 * BUDGET_SHARE - (now - start)
-        self.total = self.step + max(0, int(remaining * rate))
+        self.total = fitted_total(self.step, timed, now - calibration_start, now - start,
+                                  self.config.minutes)
 
     def _log(self, losses, bar: Progress, first: int, start: float) -> None:
         loss = float(torch.stack(losses).mean())

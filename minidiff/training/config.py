@@ -191,6 +191,18 @@ def with_preset(name: str, **overrides) -> TrainConfig:
     return TrainConfig(**{**PRESETS.get(name, {"preset": name}), **overrides})
 
 
+BUDGET_SHARE = 0.95  # --minutes fits the steps to this share of it: saving and measuring take time
+
+
+def fitted_total(step: int, timed: int, seconds_timed: float, seconds_so_far: float,
+                 minutes: float) -> int:
+    """The step count that fills BUDGET_SHARE of `minutes`, at the rate of `timed` steps in
+    `seconds_timed` (steps after the first: it is slower, torch's warm-up), `seconds_so_far` of
+    it spent at `step`. Both trainers fit --minutes with it."""
+    remaining = minutes * 60 * BUDGET_SHARE - seconds_so_far
+    return step + max(0, int(remaining * timed / seconds_timed))
+
+
 def learning_rate(config: TrainConfig, step: int, total: int | None, steps_per_epoch: int):
     """The learning rate of `step` (0-based) of `total`; total None (still fitting the step count
     to --minutes) holds the cosine at its start."""

@@ -25,7 +25,7 @@ from minidiff.ema import has_batchnorm, recalibrate_batchnorm
 from minidiff.noising import q_sample
 from minidiff.training import distributed
 from minidiff.training.checkpoint import CHECKPOINT_NAME, save_checkpoint
-from minidiff.training.config import TrainConfig, learning_rate
+from minidiff.training.config import TrainConfig, fitted_total, learning_rate
 from minidiff.training.guards import all_finite, deferred_interrupt, divergence_cause, writing
 from minidiff.training.progress import Progress
 from minidiff.training.runs import preview, save_preview
@@ -33,7 +33,6 @@ from minidiff.training.trainer_setup import TrainerSetup
 from minidiff.utils.errors import MinidiffError
 
 CALIBRATION_STEPS = 10  # steps timed to fit the step count to --minutes
-BUDGET_SHARE = 0.95  # fit the step count to this share of --minutes: previews and saving take time
 
 
 def train(config: TrainConfig, on_step=None) -> Trainer:
@@ -131,7 +130,7 @@ class Trainer(TrainerSetup):
                         if self.step == first_step + 1:
                             calibration_start = time.perf_counter()
                         elif self.step == first_step + 1 + CALIBRATION_STEPS:
-                            self._fit_total(calibration_start, start, budget)
+                            self._fit_total(calibration_start, start)
                             bar.update(self.step, total=self.total)
                     # log: the loss's one sync per window
                     if self.step % c.log_every == 0 or self.step == self.total:
@@ -170,11 +169,10 @@ class Trainer(TrainerSetup):
             self.say(f"trained {self.step - first_step} steps in {seconds:.0f} s "
                      f"({speed:.0f} images/s); run folder {self.out}, samples {grid}")
 
-    def _fit_total(self, calibration_start: float, start: float, budget: float) -> None:
+    def _fit_total(self, calibration_start: float, start: float) -> None:
         now = time.perf_counter()
-        rate = CALIBRATION_STEPS / (now - calibration_start)  # steps per second
-        remaining = budget * BUDGET_SHARE - (now - start)
-        total = self.step + max(0, int(remaining * rate))
+        total = fitted_total(self.step, CALIBRATION_STEPS, now - calibration_start, now - start,
+                             self.config.minutes)
         self.total = distributed.broadcast_object(self.env, total)
 
     def _log(self, window: _Window, bar: Progress, first_step: int, start: float) -> None:
