@@ -1,4 +1,5 @@
-"""Effective bandwidth of the fused kernels against eager torch and torch.compile of the same update.
+"""Effective bandwidth of the fused kernels against eager torch and torch.compile of the same
+update.
 
     python benchmarks/kernels.py
 
@@ -16,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from minidiff import noising, samplers
-from minidiff.schedules import make_schedule
+from minidiff import dpm_solver, noising, samplers
+from minidiff.noising import make_schedule
 
 SPRITE_BATCHES = (32, 256, 1024, 4096)  # x 3 x 16 x 16
 LARGE = tuple(2**k for k in (24, 25, 26, 27))  # elements, as rows of 4096
@@ -36,11 +37,11 @@ def eager_updates(schedule):
         noise = torch.randn_like(x_t)
         return noising.q_sample(x_t, t, noise, schedule), noise
 
-    def dpm_solver(x_t, eps, t):  # second order; eps stands in for the previous x0_theta
-        return samplers.dpm_solver_step(x_t, eps, t, t - 20, schedule, eps, t + 20)
+    def dpm_solver_eager(x_t, eps, t):  # second order; eps stands in for the previous x0_theta
+        return dpm_solver.dpm_solver_step(x_t, eps, t, t - 20, schedule, eps, t + 20)
 
     return {"ddpm_step": ddpm, "ddim_step": ddim, "q_sample": q_sample,
-            "dpm_solver_step": dpm_solver}
+            "dpm_solver_step": dpm_solver_eager}
 
 
 def fused_updates(schedule):

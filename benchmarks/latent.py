@@ -49,17 +49,16 @@ import numpy as np
 import torch
 from train_quality import side_by_side, write_split  # the split on disk, the real | samples grid
 
-from minidiff.autoencoder import encode_latents, psnr, reconstruct
-from minidiff.autoencoder_config import AutoencoderConfig
+from minidiff.autoencoder import encode_latents, load_autoencoder, psnr, reconstruct
 from minidiff.data.datasets import Dataset, load_dataset
 from minidiff.evaluation.classifier import ClassifierConfig, cached_classifier, features
 from minidiff.evaluation.held_out import evaluate_held_out, floor_rows, split_dataset
 from minidiff.evaluation.metrics import fid
 from minidiff.pipeline import load
-from minidiff.sampling import SamplerConfig
+from minidiff.samplers import SamplerConfig
 from minidiff.training import TrainConfig, train
-from minidiff.training.autoencoder_trainer import train_autoencoder
-from minidiff.training.latents import load_autoencoder
+from minidiff.training.autoencoder import train_autoencoder
+from minidiff.training.config import AutoencoderConfig
 from minidiff.unet import UnetConfig, build_unet
 from minidiff.utils.device import fast_bf16
 
@@ -70,7 +69,7 @@ PIPELINES = ("pixel", "latent")
 def step_seconds(unet: UnetConfig, batch: int, repeats: int = 10) -> float:
     """Median seconds of one training step (forward, backward, AdamW) of `unet` at `batch`, in
     bf16 autocast where the trainer would use it, with its fused AdamW
-    (`minidiff/training/trainer_setup.py`)."""
+    (`minidiff/training/trainer.py`)."""
     torch.manual_seed(0)
     net = build_unet(unet)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=True)

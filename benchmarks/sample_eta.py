@@ -20,7 +20,7 @@ import minidiff
 from minidiff.data.datasets import load_dataset
 from minidiff.evaluation.classifier import cached_classifier
 from minidiff.evaluation.metrics import evaluate
-from minidiff.sampling import SamplerConfig
+from minidiff.samplers import SamplerConfig
 
 
 def main() -> None:

@@ -5,11 +5,12 @@
         --data ../shared/data/rltiles_items_16x16.npy \
         --labels ../shared/data/rltiles_items_labels_16x16.npy
 
-Default rows: DDPM-500, DDPM without noise (the course's collapse demonstration), DDIM at 10, 25, 50 and
-100 steps, and DDIM-25 with classifier-free guidance s = 0, 1, 2, 4 (more in VARIANTS). Each row samples --n images
-with the same seed and measures them with `minidiff.evaluation.metrics.evaluate` (FID in the dataset's own
-classifier features, its real-vs-real noise floor, conditional accuracy, memorisation). `--rows issue12`:
-DDPM-500, DDIM and DPM-Solver++(2M) at 5, 10 and 25 steps, and DPM-Solver++-10 with guidance over
+Default rows: DDPM-500, DDPM without noise (the course's collapse demonstration), DDIM at 10,
+25, 50 and 100 steps, and DDIM-25 with classifier-free guidance s = 0, 1, 2, 4 (more in
+VARIANTS). Each row samples --n images with the same seed and measures them with
+`minidiff.evaluation.metrics.evaluate` (FID in the dataset's own classifier features, its
+real-vs-real noise floor, conditional accuracy, memorisation). `--rows issue12`: DDPM-500, DDIM
+and DPM-Solver++(2M) at 5, 10 and 25 steps, and DPM-Solver++-10 with guidance over
 every timestep or only inside an interval (`ISSUE_12`). The JSON
 of every row goes to benchmarks/out/ (ignored by git); the Markdown table to stdout.
 """
@@ -29,7 +30,7 @@ from minidiff.data.datasets import load_dataset
 from minidiff.evaluation.classifier import ClassifierConfig, cached_classifier
 from minidiff.evaluation.metrics import evaluate
 from minidiff.pipeline import load
-from minidiff.sampling import SamplerConfig
+from minidiff.samplers import SamplerConfig
 
 ROWS = {
     "DDPM-500": SamplerConfig("ddpm"),

@@ -6,7 +6,7 @@
 Weights do not change the speed, so without --run the default ContextUnet is built untrained.
 For DDPM-500 and DDIM-25 it times, in the same process and on the same inputs:
 - "course loop": the course's loop as written in its labs (torch.randn noise, no checks);
-- "minidiff": `minidiff.sampling.sample_loop` (Philox noise, argument checks, float64 coefficients);
+- "minidiff": `minidiff.samplers.sample_loop` (Philox noise, argument checks, float64 coefficients);
 - "network only": the forward passes alone, so that (minidiff - network) / minidiff is the loop's
   overhead outside the network, and the Philox noise's share of it is shown separately.
 Each number is the fastest of --repeats runs, interleaved (see `fastest_interleaved`).
@@ -20,10 +20,10 @@ import time
 
 import torch
 
+from minidiff.noising import make_schedule
 from minidiff.philox import randn_like_step
 from minidiff.pipeline import load
-from minidiff.sampling import SamplerConfig, sample_loop
-from minidiff.schedules import make_schedule
+from minidiff.samplers import SamplerConfig, sample_loop
 from minidiff.unet import UnetConfig, build_unet
 
 
@@ -35,7 +35,8 @@ def course_ddpm(model, schedule, n, T):
         t = torch.tensor([i / T])[:, None, None, None]
         z = torch.randn_like(samples) if i > 1 else 0
         eps = model(samples, t.reshape(1).expand(n))
-        samples = (samples - eps * ((1 - a[i]) / (1 - ab[i]).sqrt())) / a[i].sqrt() + b[i].sqrt() * z
+        mean = (samples - eps * ((1 - a[i]) / (1 - ab[i]).sqrt())) / a[i].sqrt()
+        samples = mean + b[i].sqrt() * z
     return samples
 
 
@@ -93,7 +94,8 @@ def main() -> None:
     T, n = schedule.T, args.n
     print(f"# {n} sprites, {args.threads} threads, load average {os.getloadavg()[0]:.2f}, "
           f"torch {torch.__version__}, {sum(p.numel() for p in model.parameters())} parameters")
-    print("| sampler | course loop (s) | minidiff (s) | network only (s) | overhead | Philox share |")
+    print("| sampler | course loop (s) | minidiff (s) | network only (s) | overhead "
+          "| Philox share |")
     print("|---|---|---|---|---|---|")
     cases = [("DDPM-500", SamplerConfig("ddpm"), lambda: course_ddpm(model, schedule, n, T)),
              ("DDIM-25", SamplerConfig("ddim", steps=25),

@@ -65,7 +65,7 @@ from minidiff.data.images import by_class, save_grid, to_uint8
 from minidiff.evaluation.classifier import ClassifierConfig, cached_classifier, classify
 from minidiff.evaluation.held_out import evaluate_held_out, split_dataset
 from minidiff.pipeline import load
-from minidiff.sampling import SamplerConfig
+from minidiff.samplers import SamplerConfig
 from minidiff.training import TrainConfig, train, with_preset
 from minidiff.utils.errors import MinidiffError
 from minidiff.utils.rules import rules

@@ -8,9 +8,9 @@
 # - **course loop**: what the course's lab does: a `Dataset` whose `__getitem__` converts one
 #   uint8 sprite (ToTensor, Normalize), a shuffling `DataLoader`, `Adam`, eager fp32, torch's
 #   default threads, the network's default memory layout.
-# - **trainer**: `minidiff.training.trainer.Trainer.train_step` with the default `TrainConfig` (AdamW,
-#   warm-up, clipping, EMA, its engine settings), i.e. exactly what `python -m minidiff train` runs
-#   per step, previews and checkpoints aside.
+# - **trainer**: `minidiff.training.trainer.Trainer.train_step` with the default `TrainConfig`
+#   (AdamW, warm-up, clipping, EMA, its engine settings), i.e. exactly what
+#   `python -m minidiff train` runs per step, previews and checkpoints aside.
 #
 #     python benchmarks/train_speed.py                 # both archs, defaults
 #     python benchmarks/train_speed.py --steps 5 --rounds 1 --n-feat 16   # smoke run
@@ -32,9 +32,8 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from minidiff.noising import q_sample
-from minidiff.schedules import make_schedule
 from minidiff.data.sprites import make_sprites
+from minidiff.noising import make_schedule, q_sample
 from minidiff.training.config import TrainConfig
 from minidiff.training.trainer import Trainer
 from minidiff.unet import UnetConfig, build_unet

@@ -1,15 +1,13 @@
 """minidiff.kernels: hand-written Triton kernels, each proven equal to minidiff.reference.
 
-Choose where they run, then use them:
-
     from minidiff import kernels
-    kernels.load()  # runtime.choose_backend(), then the kernel modules
     x = kernels.ddpm_step(x_t, eps_theta, t, schedule, seed=seed, k=k)
 
-With no CUDA device the kernels run in Triton's interpreter on CPU tensors, slowly but with the
-same results. Importing this package sets no environment variable and imports no Triton: the
-choice is the explicit call `runtime.choose_backend()`, which `load` makes. After it, the
-wrappers below are also importable by name (`from minidiff.kernels import ddpm_step`).
+On a CUDA GPU the kernels run natively; with none, in Triton's interpreter on CPU tensors, slowly
+but with the same results. Importing this package sets no environment variable and imports no
+Triton: the backend is chosen on the first use of a kernel (`runtime.choose_backend()`), or
+earlier by an explicit `kernels.load()` (which also imports every kernel module, so that
+`from minidiff.kernels import ddpm_step` works).
 """
 
 import importlib
@@ -37,10 +35,10 @@ def load():
 
 
 def __getattr__(name: str):
-    """A wrapper, imported on first use once the backend is chosen."""
+    """A wrapper, imported on first use, the backend chosen first (before Triton loads)."""
     if name not in WRAPPERS:
         raise AttributeError(f"module 'minidiff.kernels' has no attribute {name!r}")
-    runtime.backend()  # raises, naming `load()`, when no backend is chosen yet
+    runtime.choose_backend()
     wrapper = getattr(importlib.import_module(WRAPPERS[name]), name)
     globals()[name] = wrapper
     return wrapper

@@ -1,6 +1,6 @@
 """One DPM-Solver++(2M) update fused into a single Triton kernel.
 
-The update (`minidiff.reference.samplers.dpm_solver_step`, Lu et al. 2022b, Algorithm 2) needs
+The update (`minidiff.reference.dpm_solver.dpm_solver_step`, Lu et al. 2022b, Algorithm 2) needs
 the model's eps_theta, x_t and, from the second update on, the previous update's x0_theta; it
 gives x_s and this update's x0_theta, which the next update reads. Eager torch makes a pass per
 elementwise op (predict_x0, the correction, the blend); this kernel reads x_t, eps_theta and
@@ -22,8 +22,8 @@ import triton
 import triton.language as tl
 
 from minidiff.kernels import launch
-from minidiff.kernels.samplers import predict_x0
-from minidiff.schedules import Schedule
+from minidiff.kernels.noising import predict_x0
+from minidiff.noising import Schedule
 
 __all__ = ["dpm_solver_step"]
 
@@ -43,7 +43,7 @@ def _dpm_solver_step_kernel(
     SECOND_ORDER: tl.constexpr,  # Algorithm 2's multistep update; False: first order (DDIM)
     BLOCK: tl.constexpr,  # elements per program, all within one sample
 ):
-    """`minidiff.reference.samplers.dpm_solver_step`: x_s = ratio * x_t + phi * D."""
+    """`minidiff.reference.dpm_solver.dpm_solver_step`: x_s = ratio * x_t + phi * D."""
     b, offsets, mask = launch.sample_chunk(n_per_sample, BLOCK)  # sample b, its elements
 
     # dpm_solver_coefficients, in float64 as the reference
@@ -85,7 +85,7 @@ def dpm_solver_step(
     out: torch.Tensor | None = None,
     x0_theta_out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fused `minidiff.samplers.dpm_solver_step`: (x_s, x0_theta) in one pass.
+    """Fused `minidiff.dpm_solver.dpm_solver_step`: (x_s, x0_theta) in one pass.
 
     Arguments in the torch twin's order. t, s and t_prev are ints or int tensors of shape (B,).
     Without x0_theta_prev (and t_prev) the update is first order. `out=x_t` and

@@ -13,10 +13,10 @@ import torch
 import triton
 import triton.language as tl
 
-from minidiff import schedules
+from minidiff import noising
+from minidiff.noising import Schedule, check_same_shape
 from minidiff.philox import philox_seed
 from minidiff.samplers import check_s_before_t, check_z
-from minidiff.schedules import Schedule, check_same_shape
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_BLOCK = 2048  # elements per program; 8 per thread, as two 16-byte loads of float32
@@ -60,13 +60,13 @@ def output(out: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
 
 
 def check_t(t, T: int, x: torch.Tensor, name: str = "t", low: int = 1) -> torch.Tensor:
-    """`minidiff.schedules.check_t`, except that a CUDA tensor is not range-checked: reading it
+    """`minidiff.noising.check_t`, except that a CUDA tensor is not range-checked: reading it
     would wait for the GPU. Returns t as a contiguous int64 (B,) tensor on x's device."""
     if isinstance(t, torch.Tensor) and t.device.type == "cuda":
         if t.dtype not in (torch.int32, torch.int64) or t.shape != (x.shape[0],):
             raise ValueError(f"{name} must be an int tensor of shape ({x.shape[0]},)")
         return t.to(torch.int64).contiguous()  # range check skipped: it would wait for the GPU
-    return schedules.check_t(t, T, x, name=name, low=low).contiguous()
+    return noising.check_t(t, T, x, name=name, low=low).contiguous()
 
 
 def jump_inputs(x_t: torch.Tensor, eps_theta: torch.Tensor, t, s, schedule: Schedule):
@@ -86,7 +86,7 @@ def jump_inputs(x_t: torch.Tensor, eps_theta: torch.Tensor, t, s, schedule: Sche
 def on_device(schedule: Schedule, x: torch.Tensor) -> Schedule:
     """The schedule's float64 tables on x's device (move it once yourself to avoid a copy)."""
     if not isinstance(schedule, Schedule):
-        raise TypeError("schedule must be a minidiff.schedules.Schedule (make_schedule)")
+        raise TypeError("schedule must be a minidiff.noising.Schedule (make_schedule)")
     return schedule if schedule.device == x.device else schedule.to(x.device)
 
 

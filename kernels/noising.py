@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from minidiff.kernels import launch
-from minidiff.schedules import Schedule
+from minidiff.noising import Schedule
 
 __all__ = ["q_sample"]
 
@@ -75,3 +75,13 @@ def q_sample(
         NOISE=mode, BLOCK=block, num_warps=num_warps,
     )  # fmt: skip
     return x_t, eps
+
+
+@triton.jit
+def predict_x0(x_t, eps_theta, alpha_bar_t):
+    """`minidiff.reference.noising.predict_x0` inside a kernel (eq. 4 solved for x0): x_t and
+    eps_theta float32 blocks, alpha_bar_t a float64 scalar whose two coefficients are made in
+    float64."""
+    sqrt_one_minus_alpha_bar_t = tl.sqrt(1.0 - alpha_bar_t).to(tl.float32)
+    one_over_sqrt_alpha_bar_t = (1.0 / tl.sqrt(alpha_bar_t)).to(tl.float32)
+    return (x_t - sqrt_one_minus_alpha_bar_t * eps_theta) * one_over_sqrt_alpha_bar_t

@@ -1,8 +1,9 @@
 """Where the Triton kernels run: natively on a CUDA GPU, else in Triton's CPU interpreter.
 
-The choice is one explicit call, `choose_backend()`, made before the kernels are used:
-`minidiff.kernels.load()` makes it, and so do the tests' conftest.py and chapter 7. Importing this
-module (or `minidiff.kernels`) sets no environment variable and imports no Triton.
+The choice is one call, `choose_backend()`, made before the kernels are used: the first use of a
+kernel through `minidiff.kernels` makes it, as do `minidiff.kernels.load()`, the tests'
+conftest.py and chapter 7. Importing this module (or `minidiff.kernels`) sets no environment
+variable and imports no Triton.
 
 The interpreter is chosen by TRITON_INTERPRET=1, which Triton reads when a `@triton.jit` function
 is defined, including its own library functions (`tl.randn` and friends) defined when

@@ -21,15 +21,11 @@ import triton
 import triton.language as tl
 
 from minidiff.kernels import launch
-from minidiff.samplers import (
-    check_eta,
-    check_variance,
-    ddim_sigma,
-    ddpm_coefficients,
-)
-from minidiff.schedules import Schedule
+from minidiff.kernels.noising import predict_x0
+from minidiff.noising import Schedule
+from minidiff.samplers import check_eta, check_variance, ddim_sigma, ddpm_coefficients
 
-__all__ = ["ddim_step", "ddpm_step", "predict_x0"]
+__all__ = ["ddim_step", "ddpm_step"]
 
 
 @triton.jit(do_not_specialize=["philox_seed"])
@@ -67,15 +63,6 @@ def _ddpm_step_kernel(
             z = tl.load(z_ptr + offsets, mask=mask).to(tl.float32)
         x_prev += s3.to(tl.float32) * z  # Algorithm 2, line 4
     tl.store(out_ptr + offsets, x_prev.to(out_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def predict_x0(x_t, eps_theta, alpha_bar_t):
-    """`minidiff.reference.samplers.predict_x0` inside a kernel (DDIM eq. (12)): x_t and eps_theta
-    float32 blocks, alpha_bar_t a float64 scalar whose two coefficients are made in float64."""
-    sqrt_one_minus_alpha_bar_t = tl.sqrt(1.0 - alpha_bar_t).to(tl.float32)
-    one_over_sqrt_alpha_bar_t = (1.0 / tl.sqrt(alpha_bar_t)).to(tl.float32)
-    return (x_t - sqrt_one_minus_alpha_bar_t * eps_theta) * one_over_sqrt_alpha_bar_t
 
 
 @triton.jit(do_not_specialize=["philox_seed"])

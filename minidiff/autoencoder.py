@@ -21,32 +21,41 @@ estimates 1 / std of the training latents after training (`estimate_scale`) and 
 weights (the `scale_factor` buffer): the diffusion model trains on `scale_factor * mean` and its
 samples are decoded as D(z / scale_factor) (`encode_latents`, `decode_latents`).
 
-Measured on emoji_google 32x32 (1,811 training, 95 held-out images, `evaluation.classifier.split`
-at 0.05; n_feat 32, batch 64, AdamW 2e-3 with warm-up and cosine; one CPU thread of a busy 2-core
-machine): held-out PSNR 20.74 dB (L1) against 20.73 (MSE) after 300 steps, 23.50 against 23.39
-after 800 (436 s and 488 s), so L1 is the default. Reading 2x2 patches first made a step 5x
-cheaper than full-resolution convolutions at the same width (0.39 s against 2.08 s at batch 64).
-Then, on the split of `benchmarks/latent.py` (1,334 training images, PSNR on the 572 held out;
-one thread each, two runs at a time on 2 cores, about 10.5 minutes each), batch and rate at the
-same wall clock: batch 64 for 2,552 steps at lr 1e-3, 4e-3, 8e-3: 24.45, 25.38, 25.46 dB;
-batch 32 for 5,104 steps at 4e-3, 8e-3: 25.80, 25.92 dB; batch 16 for 10,208 steps at 4e-3:
-26.10 dB. Per image, a step on 2 threads costs 2.39, 2.63 and 3.15 ms at batch 64, 32 and 16,
-so batch 16 buys its steps dearest there: the default is batch 32 at 8e-3
-(benchmarks/RESULTS.md, "Latent against pixel diffusion").
+The recipe's defaults were chosen by held-out PSNR at equal CPU time (benchmarks/RESULTS.md,
+"Latent against pixel diffusion"). A trained autoencoder run is read back by `load_autoencoder`,
+and a diffusion run trained on its latents is tied to it by `Latents.record` (its fingerprint):
+`autoencoder_of` finds it again for `minidiff.load`, `sample` and `eval`.
 
 Tutorial: tutorials/09_latent_diffusion.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
+import os
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from minidiff.checkpoint import (
+    CHECKPOINT_NAME,
+    check_plain,
+    check_weights,
+    load_checkpoint,
+    malformed,
+    mismatch,
+    resolve_checkpoint,
+)
+from minidiff.data.datasets import Dataset
+from minidiff.utils.errors import MinidiffError
+
+AUTOENCODER_KIND = "autoencoder"  # the `kind` of its checkpoint (minidiff.checkpoint)
+NETWORK_FIELDS = ("factor", "latent_channels", "n_feat")  # with in_channels: the network
 LOGVAR_RANGE = (-30.0, 20.0)  # the paper's clamp: exp() stays finite in float32
 
 
@@ -70,10 +79,9 @@ def widths(n_feat: int, levels: int) -> list[int]:
 
 class Autoencoder(nn.Module):
     """E and D of the module docstring; log2(factor) halvings of the image, the first by reading
-    2x2 pixel patches as channels (space-to-depth, as `minidiff/unet_minidiff.py` does), which
-    spares every full-resolution convolution (5x cheaper per step at the same width, module
-    docstring); the decoder's last convolution writes the 2x2 patches back (depth-to-space,
-    Shi et al. 2016)."""
+    2x2 pixel patches as channels (space-to-depth, as `minidiff/unet.py` does), which spares
+    every full-resolution convolution (5x cheaper per step at the same width); the decoder's last
+    convolution writes the 2x2 patches back (depth-to-space, Shi et al. 2016)."""
 
     def __init__(self, *, in_channels: int = 3, factor: int = 4, latent_channels: int = 4,
                  n_feat: int = 32):
@@ -199,3 +207,105 @@ def fingerprint(state_dict: dict) -> str:
         digest.update(f"{name} {tuple(tensor.shape)} {tensor.dtype}\n".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+# A trained autoencoder read back, and the diffusion run tied to it
+
+
+def autoencoder_path(run_or_ckpt: str | os.PathLike) -> Path:
+    """The checkpoint of an autoencoder run folder (or the file itself), found as every run's is
+    (`resolve_checkpoint`); one line naming --autoencoder if none."""
+    try:
+        return resolve_checkpoint(Path(run_or_ckpt))  # a path, never "the newest run"
+    except MinidiffError:
+        raise MinidiffError(f"--autoencoder {run_or_ckpt}: no {CHECKPOINT_NAME} there; pass the "
+                            "folder of a finished 'python -m minidiff train-autoencoder' "
+                            "run") from None
+
+
+def load_autoencoder(run_or_ckpt, device="cpu") -> tuple[Autoencoder, dict, Path]:
+    """(the autoencoder in eval mode, its checkpoint, the checkpoint's path), every part checked
+    before anything is built from it."""
+    path = autoencoder_path(run_or_ckpt)
+    state = load_checkpoint(path, map_location="cpu", kind=AUTOENCODER_KIND)
+    config = state.get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("network"), dict):
+        raise malformed(path, "its config has no network settings")
+    check_plain(config, path)
+    network = config["network"]
+    names = {"in_channels", *NETWORK_FIELDS}
+    if set(network) != names or not all(isinstance(v, int) and not isinstance(v, bool)
+                                        and 1 <= v <= 4096 for v in network.values()):
+        raise mismatch(path, f"its network settings are {str(network)[:80]}")
+    try:
+        with torch.device("meta"):
+            expected = {name: (tuple(t.shape), t.dtype)
+                        for name, t in Autoencoder(**network).state_dict().items()}
+    except (ValueError, RuntimeError) as error:
+        raise mismatch(path, str(error).splitlines()[0][:80]) from None
+    check_weights(state.get("model"), expected, "its weights", path)
+    model = Autoencoder(**network)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), state, path
+
+
+def autoencoder_image_size(run_or_ckpt) -> int:
+    """The image side an autoencoder run was trained at (`train --autoencoder` defaults to it)."""
+    _, state, _ = load_autoencoder(run_or_ckpt)
+    return int(state["config"]["image_size"])
+
+
+@dataclasses.dataclass
+class Latents:
+    """The autoencoder a diffusion run trains on, and the record its checkpoint keeps."""
+
+    model: Autoencoder
+    record: dict
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return decode_latents(self.model, z.to(self.model.scale_factor.device))
+
+
+def encode_dataset(dataset: Dataset, run_or_ckpt, device) -> tuple[Dataset, Latents]:
+    """`dataset` with its images replaced by their scaled latents (encoded once, here), and the
+    autoencoder that decodes them."""
+    model, state, path = load_autoencoder(run_or_ckpt, device)
+    size = int(state["config"]["image_size"])
+    if tuple(dataset.images.shape[1:]) != (model.in_channels, size, size):
+        raise MinidiffError(f"--autoencoder {run_or_ckpt} was trained on {size} px images with "
+                            f"{model.in_channels} channels, but the data is "
+                            f"{tuple(dataset.images.shape[1:])}: pass --image-size {size}")
+    z = encode_latents(model, dataset.images.to(device)).cpu()
+    record = {"run": str(path.parent.resolve()), "sha256": fingerprint(model.state_dict()),
+              "scale_factor": float(model.scale_factor), "image_shape": [model.in_channels,
+                                                                          size, size],
+              "latent_shape": list(z.shape[1:])}
+    latent = Dataset(images=z, contexts=dataset.contexts, classes=dataset.classes,
+                     name=dataset.name)
+    return latent, Latents(model, record)
+
+
+def autoencoder_of(config: dict, run_path: Path, device="cpu") -> Latents | None:
+    """The autoencoder that decodes a diffusion run's samples (None for a pixel-space run),
+    checked against the fingerprint the run recorded; one line if it is gone or was retrained."""
+    record = config.get("autoencoder")
+    if record is None:
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("run"), str):
+        raise MinidiffError(f"{run_path}: its autoencoder record is not laid out as minidiff "
+                            "writes it; train the diffusion model again")
+    recorded = Path(record["run"])
+    run_folder = run_path.parent if run_path.is_file() else run_path
+    found = next((p for p in (recorded, run_folder.parent / recorded.name)
+                  if (p / CHECKPOINT_NAME).is_file()), None)
+    if found is None:
+        raise MinidiffError(f"{run_path} decodes its latents with the autoencoder {recorded}, "
+                            f"which is gone (no {CHECKPOINT_NAME} there or beside the run); "
+                            "restore that folder, or train the diffusion model again on another")
+    model, _, _ = load_autoencoder(found, device)
+    if fingerprint(model.state_dict()) != record.get("sha256"):
+        raise MinidiffError(f"the autoencoder {found} was retrained after {run_folder} was "
+                            "trained on its latents (its weights' fingerprint changed), so the "
+                            "samples would decode wrongly; restore it, or train the diffusion "
+                            "model again with --autoencoder " + str(found))
+    return Latents(model, record)

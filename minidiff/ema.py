@@ -1,4 +1,5 @@
-"""An exponential moving average (EMA) of a network's weights, the copy most diffusion models sample.
+"""An exponential moving average (EMA) of a network's weights: the copy most diffusion models
+sample.
 
 theta_ema <- decay * theta_ema + (1 - decay) * theta after every optimizer step (Polyak averaging,
 as in DDPM's training, which keeps decay 0.9999). The average is smoother than the last weights
@@ -31,7 +32,7 @@ from torch import nn
 
 
 class EMA:
-    """A float32 copy of `model` whose parameters follow its own by an exponential moving average."""
+    """A float32 copy of `model` whose parameters follow its own by a moving average."""
 
     def __init__(self, model: nn.Module, decay: float = 0.999):
         if not 0.0 < decay < 1.0:

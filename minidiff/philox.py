@@ -1,4 +1,4 @@
-"""Triton's Philox noise in plain torch, on any device: the torch twin of `minidiff.reference.philox`.
+"""Triton's Philox noise in plain torch, on any device: the twin of `minidiff.reference.philox`.
 
 The torch sampler calls `randn_like_step(x, seed, k)` for the noise of step k, and gets bit for
 bit the integers (and, to float32 rounding, the normals) that the fused kernels draw in-kernel with
@@ -60,7 +60,7 @@ def _philox_from_offset(offset: torch.Tensor, k0: int, k1: int, n_rounds: int, w
 
 
 def randint4x(seed: int, offset: torch.Tensor, n_rounds: int = N_ROUNDS) -> list[torch.Tensor]:
-    """Four uint32 streams for each offset, as int64 tensors in [0, 2**32) (Triton's `randint4x`)."""
+    """Four uint32 streams per offset, as int64 tensors in [0, 2**32) (Triton's `randint4x`)."""
     k0, k1 = _split_seed(seed)
     return _philox_from_offset(offset, k0, k1, n_rounds, words=4)
 

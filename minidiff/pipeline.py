@@ -13,12 +13,13 @@ pixels (n, H, W, C), the course's `.npy` layout.
 A *context* c is what the network is conditioned on (the course's lab 3): a one-hot vector per
 class, any real vector to mix classes (the course's `[1, 0, 0.6, 0, 0]`), or the zero vector, the
 "null" context the network was trained on 10% of the time, which asks for no class in particular.
-The loops themselves live in `minidiff.samplers`; this module turns names into contexts and
-tensors into pixels.
+`load` reads the checkpoint (checked by `minidiff.checkpoint` before anything is built from it)
+and builds the network; the loop and the steps live in `minidiff.samplers`; this module turns
+names into contexts and tensors into pixels.
 
 A latent run (`python -m minidiff train --autoencoder RUN`) denoises latents of `sample_shape`
 and `sample` decodes them with the autoencoder its checkpoint names, checked to be the very one
-it trained on (`minidiff.training.latents.autoencoder_of`): the same call returns images of
+it trained on (`minidiff.autoencoder.autoencoder_of`): the same call returns images of
 `image_shape`, with no new argument.
 
 Tutorial: tutorials/05_control.py.
@@ -35,31 +36,39 @@ from pathlib import Path
 
 import torch
 
-from minidiff.autoencoder import beside
-from minidiff.training.checkpoint import load_trained
-from minidiff.training.latents import Latents, autoencoder_of
+from minidiff.autoencoder import Latents, autoencoder_of, beside
+from minidiff.checkpoint import load_checkpoint, mismatch, resolve_checkpoint
+from minidiff.data.images import NORMALIZE, to_uint8
+from minidiff.noising import Schedule, make_schedule
+from minidiff.samplers import ETA, SamplerConfig, sample_loop  # ETA: DDIM's default eta
+from minidiff.unet import UnetConfig, build_unet
 from minidiff.utils.device import resolve_device
 from minidiff.utils.errors import MinidiffError
-from minidiff.data.images import NORMALIZE, to_uint8
-from minidiff.sampling import ETA, SamplerConfig, sample_loop  # ETA: DDIM's default eta
-from minidiff.schedules import Schedule
 
 __all__ = ["Pipeline", "load"]
 
-# Images per network call. Memory then stays flat in n: `sample --steps 1 --npy` on the default
-# network peaked at 359 MB resident for --n 500 and 361 MB for --n 5000.
-BATCH_SIZE = 256
+BATCH_SIZE = 256  # images per network call: memory stays flat in n (RESULTS.md, Sampling)
 MIX_WEIGHTS = (-2.0, 2.0)  # the range a context weight may take (`mix_weight`)
 
 
 def load(run_or_ckpt: str | os.PathLike | None = None, device="auto", weights: str = "ema",
          runs_dir="runs") -> Pipeline:
-    """Load a run folder or checkpoint file (None: the newest run under `runs_dir`) for sampling."""
+    """Load a run folder or checkpoint file (None: the newest run under `runs_dir`) for sampling:
+    the EMA weights where the run kept them (`weights="model"`: the raw ones), the schedule it
+    was trained with, its class names, and a latent run's autoencoder."""
     device = resolve_device(device)
-    trained = load_trained(run_or_ckpt, device=device, weights=weights, runs_dir=runs_dir)
-    decoder = autoencoder_of(trained.config, trained.path, device)  # None: a pixel-space run
-    return Pipeline(trained.model, trained.schedule, trained.classes, trained.config, trained.path,
-                    decoder=decoder)
+    path = resolve_checkpoint(run_or_ckpt, runs_dir)
+    state = load_checkpoint(path)  # checked: the weights fit the config's network
+    config = state["config"]
+    try:
+        schedule = make_schedule(**config["schedule"], device=device)
+    except ValueError as error:
+        raise mismatch(path, str(error).splitlines()[0][:120]) from None
+    model = build_unet(UnetConfig(**config["unet"]))
+    model.load_state_dict(state["ema"] if weights == "ema" and state.get("ema") else state["model"])
+    decoder = autoencoder_of(config, path, device)  # None: a pixel-space run
+    return Pipeline(model.to(device).eval(), schedule, list(state.get("classes", [])), config,
+                    path, decoder=decoder)
 
 
 @dataclass

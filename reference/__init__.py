@@ -5,8 +5,11 @@ against these functions. Read them first: each docstring names the equation it i
 
 ## Notation: the glossary every layer uses
 
-Papers: DDPM (Ho et al. 2020), DDIM (Song et al. 2021), improved DDPM (Nichol & Dhariwal 2021).
-The reference, the torch twins (`minidiff.schedules`, `.noising`, `.samplers`), the kernels
+Papers: DDPM (Ho et al. 2020), DDIM (Song et al. 2021), improved DDPM (Nichol & Dhariwal 2021),
+v-prediction (Salimans & Ho 2022), DPM-Solver++ (Lu et al. 2022b). Modules: `noising` (the
+schedule and the forward process), `samplers` (DDPM and DDIM steps), `dpm_solver`, `philox` (the
+noise stream). The reference, the torch twins (`minidiff.noising`, `.samplers`, `.dpm_solver`,
+`.philox`), the kernels
 (`minidiff.kernels`), the tests and the tutorials all use these names.
 
 | name             | symbol         | meaning                                                      |
@@ -26,6 +29,9 @@ The reference, the torch twins (`minidiff.schedules`, `.noising`, `.samplers`), 
 |                  |                | target); never the model's output                            |
 | `eps_theta`      | epsilon_theta  | the network's noise prediction eps_theta(x_t, t): the        |
 |                  |                | argument of every reverse step                               |
+| `v_theta`        | v_theta        | a v-prediction network's output, its estimate of             |
+|                  |                | v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x0;        |
+|                  |                | `eps_from_v` turns it into eps_theta                         |
 | `x0_theta`       | x_0 predicted  | the model's predicted x0 (DDIM eq. (12)), from `predict_x0`  |
 | `sigma`          | sigma_t        | standard deviation of the fresh noise a reverse step adds    |
 | `z`              | z              | fresh N(0, I) noise a reverse step adds                      |
@@ -41,9 +47,9 @@ Contracts shared by every layer:
   `n_per_sample`.
 """
 
-from .noising import q_sample
-from .samplers import ddim_step, ddim_timesteps, ddpm_coefficients, ddpm_step, predict_x0
-from .schedules import Schedule, make_schedule
+from .dpm_solver import dpm_solver_step, dpm_solver_timesteps
+from .noising import Schedule, eps_from_v, make_schedule, predict_x0, q_sample, v_target
+from .samplers import ddim_step, ddim_timesteps, ddpm_coefficients, ddpm_step
 
 __all__ = [
     "Schedule",
@@ -51,7 +57,11 @@ __all__ = [
     "ddim_timesteps",
     "ddpm_coefficients",
     "ddpm_step",
+    "dpm_solver_step",
+    "dpm_solver_timesteps",
+    "eps_from_v",
     "make_schedule",
     "predict_x0",
     "q_sample",
+    "v_target",
 ]

@@ -1,4 +1,5 @@
-"""Triton's Philox random numbers, re-derived in NumPy: the specification of minidiff's sampling noise.
+"""Triton's Philox random numbers, re-derived in NumPy: the specification of minidiff's sampling
+noise.
 
 Why this exists: the fused kernels draw their noise z inside the kernel with `tl.randn`, and the
 plain torch sampler must draw the *same* z for the same seed, on any device, so that `sample` and
@@ -64,7 +65,7 @@ def _umulhi(a: np.ndarray, b: np.uint32) -> np.ndarray:
 
 
 def philox(c0, c1, c2, c3, k0, k1, n_rounds: int = N_ROUNDS):
-    """`n_rounds` Philox4x32 rounds of counter (c0, c1, c2, c3) under key (k0, k1); uint32 arrays."""
+    """`n_rounds` Philox4x32 rounds of counter (c0, c1, c2, c3) under key (k0, k1), uint32."""
     c0, c1, c2, c3 = (np.asarray(c, dtype=np.uint32) for c in (c0, c1, c2, c3))
     k0, k1 = np.uint32(k0), np.uint32(k1)
     with np.errstate(over="ignore"):  # uint32 arithmetic wraps modulo 2**32, as on the GPU
@@ -101,7 +102,7 @@ def randint(seed: int, offset, n_rounds: int = N_ROUNDS) -> np.ndarray:
 
 
 def uint_to_uniform_float(x) -> np.ndarray:
-    """uint32 -> float32 in [0, 1): bitcast to int32, fold negatives with ~x, times a float32 scale."""
+    """uint32 -> float32 in [0, 1): bitcast to int32, fold negatives with ~x, times a scale."""
     x = np.asarray(x, dtype=np.uint32).view(np.int32)
     x = np.where(x < 0, ~x, x)  # now in [0, 2**31)
     return x.astype(np.float32) * UNIFORM_SCALE  # int32 -> float32 rounds to nearest, as sitofp
@@ -128,7 +129,7 @@ def randn(seed: int, offset, n_rounds: int = N_ROUNDS) -> np.ndarray:
 
 
 def randn_like_step(x, seed: int, k: int) -> np.ndarray:
-    """The noise of sampling step k for a tensor shaped like x (float32), per the convention above."""
+    """The noise of sampling step k for a tensor shaped like x (float32), per the convention."""
     shape = np.shape(x)
     offset = np.arange(int(np.prod(shape)), dtype=np.int32)  # element index in C order
     return randn(philox_seed(seed, k), offset).reshape(shape)

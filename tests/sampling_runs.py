@@ -5,8 +5,8 @@ import dataclasses
 
 import torch
 
+from minidiff.checkpoint import save_checkpoint
 from minidiff.data.sprites import CLASSES
-from minidiff.training.checkpoint import save_checkpoint
 from minidiff.unet import UnetConfig, build_unet
 
 SCHEDULE = {"kind": "linear", "T": 500, "beta1": 1e-4, "beta2": 0.02}

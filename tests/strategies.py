@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 from hypothesis import strategies as st
+
 from minidiff.reference import make_schedule
 
 seeds = st.integers(min_value=0, max_value=2**32 - 1)

@@ -11,13 +11,21 @@ import pytest
 import torch
 
 import minidiff
-from minidiff.autoencoder import (Autoencoder, autoencoder_loss, decode_latents, encode_latents,
-                                  estimate_scale, fingerprint, latent_picture, psnr)
-from minidiff.autoencoder_config import AutoencoderConfig
+from minidiff.autoencoder import (
+    Autoencoder,
+    autoencoder_loss,
+    decode_latents,
+    encode_latents,
+    estimate_scale,
+    fingerprint,
+    latent_picture,
+    load_autoencoder,
+    psnr,
+)
+from minidiff.checkpoint import load_checkpoint
 from minidiff.training import train
-from minidiff.training.autoencoder_trainer import reconstruction_grid, train_autoencoder
-from minidiff.training.checkpoint import load_checkpoint
-from minidiff.training.latents import load_autoencoder
+from minidiff.training.autoencoder import reconstruction_grid, train_autoencoder
+from minidiff.training.config import AutoencoderConfig
 from minidiff.utils.errors import MinidiffError
 
 from tiny_runs import tiny

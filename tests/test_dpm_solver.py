@@ -10,18 +10,21 @@ import re
 import numpy as np
 import pytest
 import torch
-from compare import TOLERANCE, assert_close
 from hypothesis import example, given
 from hypothesis import strategies as st
-from minidiff.reference import samplers as ref
+
+from minidiff import dpm_solver, noising
+from minidiff.noising import Schedule
+from minidiff.reference import dpm_solver as ref_dpm
 from minidiff.reference import make_schedule
+from minidiff.reference import noising as ref_noising
+from minidiff.reference import samplers as ref
+from minidiff.samplers import SamplerConfig, sample_loop
+from minidiff.utils.errors import MinidiffError
+
+from compare import TOLERANCE, assert_close
 from strategies import normal, random_t, schedules, seeds, shapes
 from tiny_denoiser import tiny_pipeline
-
-from minidiff import samplers
-from minidiff.sampling import SamplerConfig, sample_loop
-from minidiff.schedules import Schedule
-from minidiff.utils.errors import MinidiffError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 COURSE = make_schedule()  # linear, T = 500
@@ -49,11 +52,11 @@ def test_first_order_is_ddim_with_eta_0(s, shape, seed):
     x_t, eps_theta = normal(seed, shape), normal(seed + 1, shape)
     t = random_t(seed, shape[0], s.T)
     s_ = np.random.default_rng(seed).integers(0, t)
-    x_s, x0_theta = ref.dpm_solver_step(x_t, eps_theta, t, s_, s)
+    x_s, x0_theta = ref_dpm.dpm_solver_step(x_t, eps_theta, t, s_, s)
     atol = 1e-11 * x0_scale(s, t)
     np.testing.assert_allclose(x_s, ref.ddim_step(x_t, eps_theta, t, s_, s), rtol=1e-10, atol=atol)
     alpha_bar_t = s.alpha_bar[t].reshape((-1,) + (1,) * (len(shape) - 1))
-    np.testing.assert_array_equal(x0_theta, ref.predict_x0(x_t, eps_theta, alpha_bar_t))
+    np.testing.assert_array_equal(x0_theta, ref_noising.predict_x0(x_t, eps_theta, alpha_bar_t))
 
 
 @given(schedules().filter(lambda s: s.T >= 2), shapes, seeds, st.booleans())
@@ -62,7 +65,7 @@ def test_the_last_step_lands_on_x0_theta(s, shape, seed, second_order):
     x_t, eps_theta, x0_prev = (normal(seed + i, shape) for i in range(3))
     t_prev, t, _ = three_timesteps(seed, shape[0], s.T)
     history = (x0_prev, t_prev) if second_order else (None, None)
-    x_s, x0_theta = ref.dpm_solver_step(x_t, eps_theta, t, np.zeros_like(t), s, *history)
+    x_s, x0_theta = ref_dpm.dpm_solver_step(x_t, eps_theta, t, np.zeros_like(t), s, *history)
     np.testing.assert_array_equal(x_s, x0_theta)
 
 
@@ -88,14 +91,14 @@ def ode_solution(x_start, alpha_bar_start, alpha_bar_end):
 
 def solver_error(schedule, n, second_order, t_start=5000, t_end=500):
     """RMS error at t_end after n updates evenly spaced in lambda from t_start."""
-    lambdas = ref.log_snr(schedule.alpha_bar)
+    lambdas = ref_dpm.log_snr(schedule.alpha_bar)
     targets = np.linspace(lambdas[t_start], lambdas[t_end], n + 1)
     visited = [int(np.abs(lambdas[1:] - v).argmin()) + 1 for v in targets]
     x_start = np.random.default_rng(0).standard_normal((1, 256))
     x, history = x_start, (None, None)
     for t, s in zip(visited[:-1], visited[1:]):
         eps_theta = gaussian_eps(x, schedule.alpha_bar[t])
-        x, x0_theta = ref.dpm_solver_step(x, eps_theta, [t], [s], schedule, *history)
+        x, x0_theta = ref_dpm.dpm_solver_step(x, eps_theta, [t], [s], schedule, *history)
         history = (x0_theta, [t]) if second_order else (None, None)
     exact = ode_solution(x_start, schedule.alpha_bar[t_start], schedule.alpha_bar[visited[-1]])
     return float(np.sqrt(np.mean((x - exact) ** 2)))
@@ -114,13 +117,13 @@ def test_error_falls_at_second_order_as_the_steps_double():
 
 
 def test_dpm_solver_timesteps():
-    assert ref.dpm_solver_timesteps(500, 5).tolist() == [500, 400, 300, 200, 100, 0]
-    trailing = ref.dpm_solver_timesteps(500, 7)
+    assert ref_dpm.dpm_solver_timesteps(500, 5).tolist() == [500, 400, 300, 200, 100, 0]
+    trailing = ref_dpm.dpm_solver_timesteps(500, 7)
     assert trailing[0] == 500 and trailing[-1] == 0 and len(trailing) == 8
     assert (np.diff(trailing) < 0).all()
-    course = ref.dpm_solver_timesteps(500, 25, "course")
+    course = ref_dpm.dpm_solver_timesteps(500, 25, "course")
     assert course.tolist() == ref.ddim_timesteps(500, 25).tolist()
-    assert ref.dpm_solver_timesteps(3, 3).tolist() == [3, 2, 1, 0]
+    assert ref_dpm.dpm_solver_timesteps(3, 3).tolist() == [3, 2, 1, 0]
 
 
 X = np.zeros((2, 3))
@@ -129,13 +132,13 @@ X = np.zeros((2, 3))
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: ref.dpm_solver_step(X, X, [5, 5], [5, 1], COURSE), "s < t"),
-        (lambda: ref.dpm_solver_step(X, X, [5, 5], [1, 1], COURSE, X), "together"),
-        (lambda: ref.dpm_solver_step(X, X, [5, 5], [1, 1], COURSE, X, [5, 6]), "t_prev > t"),
-        (lambda: ref.dpm_solver_step(X, X, [0, 5], [0, 1], COURSE), r"t=0 is outside"),
-        (lambda: ref.dpm_solver_step(X, np.zeros((2, 4)), [5, 5], [1, 1], COURSE), "eps_theta"),
-        (lambda: ref.dpm_solver_timesteps(500, 0), r"n=0 steps is outside"),
-        (lambda: ref.dpm_solver_timesteps(500, 5, "leading"), "spacing='leading'"),
+        (lambda: ref_dpm.dpm_solver_step(X, X, [5, 5], [5, 1], COURSE), "s < t"),
+        (lambda: ref_dpm.dpm_solver_step(X, X, [5, 5], [1, 1], COURSE, X), "together"),
+        (lambda: ref_dpm.dpm_solver_step(X, X, [5, 5], [1, 1], COURSE, X, [5, 6]), "t_prev > t"),
+        (lambda: ref_dpm.dpm_solver_step(X, X, [0, 5], [0, 1], COURSE), r"t=0 is outside"),
+        (lambda: ref_dpm.dpm_solver_step(X, np.zeros((2, 4)), [5, 5], [1, 1], COURSE), "eps_theta"),
+        (lambda: ref_dpm.dpm_solver_timesteps(500, 0), r"n=0 steps is outside"),
+        (lambda: ref_dpm.dpm_solver_timesteps(500, 5, "leading"), "spacing='leading'"),
     ],
 )
 def test_reference_rejects_bad_input(call, message):
@@ -149,12 +152,15 @@ def test_reference_rejects_bad_input(call, message):
 def test_the_twins_have_the_same_names_and_parameter_order():
     from minidiff.kernels import dpm_solver as kernel  # noqa: F401 (Triton may be absent)
 
-    for name in ("predict_x0", "log_snr", "dpm_solver_coefficients", "dpm_solver_step"):
-        assert (inspect.signature(getattr(ref, name)).parameters.keys()
-                == inspect.signature(getattr(samplers, name)).parameters.keys()), name
+    for ref_module, torch_module, name in ((ref_noising, noising, "predict_x0"),
+                                           (ref_dpm, dpm_solver, "log_snr"),
+                                           (ref_dpm, dpm_solver, "dpm_solver_coefficients"),
+                                           (ref_dpm, dpm_solver, "dpm_solver_step")):
+        assert (inspect.signature(getattr(ref_module, name)).parameters.keys()
+                == inspect.signature(getattr(torch_module, name)).parameters.keys()), name
     positional = [p.name for p in inspect.signature(kernel.dpm_solver_step).parameters.values()
                   if p.kind is p.POSITIONAL_OR_KEYWORD]
-    assert positional == list(inspect.signature(ref.dpm_solver_step).parameters)
+    assert positional == list(inspect.signature(ref_dpm.dpm_solver_step).parameters)
 
 
 @given(schedules(max_T=1000).filter(lambda s: s.T >= 2), shapes, seeds,
@@ -164,13 +170,13 @@ def test_torch_dpm_solver_step_matches_reference(s, shape, seed, dtype, second_o
     x_t, eps_theta, x0_prev = (normal(seed + i, shape) for i in range(3))
     t_prev, t, s_ = three_timesteps(seed, shape[0], s.T)
     history = (x0_prev, t_prev) if second_order else (None, None)
-    expected, expected_x0 = ref.dpm_solver_step(x_t, eps_theta, t, s_, s, *history)
+    expected, expected_x0 = ref_dpm.dpm_solver_step(x_t, eps_theta, t, s_, s, *history)
     as_torch = [None if a is None else torch.from_numpy(a) for a in history]
-    got, got_x0 = samplers.dpm_solver_step(
+    got, got_x0 = dpm_solver.dpm_solver_step(
         torch.from_numpy(x_t).to(dtype), torch.from_numpy(eps_theta).to(dtype), torch.from_numpy(t),
         torch.from_numpy(s_), Schedule.from_reference(s),
         None if as_torch[0] is None else as_torch[0].to(dtype), as_torch[1])
-    _, c = ref.dpm_solver_coefficients(t, s_, s, t_prev if second_order else None)[1:]
+    _, c = ref_dpm.dpm_solver_coefficients(t, s_, s, t_prev if second_order else None)[1:]
     atol, rtol = TOLERANCE[dtype]
     atol *= x0_scale(s, t) * (1 + 2 * float(np.max(np.abs(c), initial=0)))
     assert got.dtype == dtype and got_x0.dtype == dtype
@@ -181,13 +187,13 @@ def test_torch_dpm_solver_step_matches_reference(s, shape, seed, dtype, second_o
 def test_torch_rejects_bad_input():
     s, x = Schedule.from_reference(COURSE), torch.zeros(2, 3)
     with pytest.raises(ValueError, match="s < t"):
-        samplers.dpm_solver_step(x, x, 3, 3, s)
+        dpm_solver.dpm_solver_step(x, x, 3, 3, s)
     with pytest.raises(ValueError, match="together"):
-        samplers.dpm_solver_step(x, x, 3, 2, s, x)
+        dpm_solver.dpm_solver_step(x, x, 3, 2, s, x)
     with pytest.raises(ValueError, match="t_prev > t"):
-        samplers.dpm_solver_step(x, x, 3, 2, s, x, 3)
+        dpm_solver.dpm_solver_step(x, x, 3, 2, s, x, 3)
     with pytest.raises(ValueError, match=r"x0_theta_prev has shape \(2, 4\)"):
-        samplers.dpm_solver_step(x, x, 3, 2, s, torch.zeros(2, 4), 4)
+        dpm_solver.dpm_solver_step(x, x, 3, 2, s, torch.zeros(2, 4), 4)
 
 
 # --- the sampling loop ---------------------------------------------------------------------------
@@ -202,13 +208,13 @@ def test_the_loop_is_algorithm_2_written_out():
     model, schedule = pipe.model, pipe.schedule
     got, _, _ = sample_loop(model, schedule, (2, 3, 16, 16), None,
                             SamplerConfig("dpm++2m", steps=6), seed=4)
-    visited = ref.dpm_solver_timesteps(500, 6)  # the default spacing, "trailing"
+    visited = ref_dpm.dpm_solver_timesteps(500, 6)  # the default spacing, "trailing"
     x = randn_like_step(torch.empty(2, 3, 16, 16), 4, 0).double().numpy()
     history = (None, None)
     for t, s in zip(visited[:-1], visited[1:]):
         eps_theta = model(torch.from_numpy(x).float(), torch.full((2,), t / 500)).detach()
         eps_theta = eps_theta.double().numpy()
-        x, x0_theta = ref.dpm_solver_step(x, eps_theta, [t, t], [s, s], COURSE, *history)
+        x, x0_theta = ref_dpm.dpm_solver_step(x, eps_theta, [t, t], [s, s], COURSE, *history)
         history = (x0_theta, [t, t])
     assert_close(got, x, atol=1e-4, what="dpm++2m loop vs Algorithm 2 by hand")
 

@@ -99,10 +99,37 @@ def test_the_graph_sees_lazy_and_relative_imports(tmp_path):
     assert find_cycle(module_graph({"pkg": pkg})) is None
 
 
-@pytest.mark.parametrize("module", ["minidiff.training.config", "minidiff.reference",
+@pytest.mark.parametrize("module", ["minidiff", "minidiff.reference",
                                     "minidiff.utils.rules"])
 def test_these_modules_load_no_torch(module):
     code = f"import sys, {module}; assert 'torch' not in sys.modules, 'torch was imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-1000:]
+
+
+# The floors of the package, lowest first: a module imports only from its own floor or below.
+# The course's concepts sit on one floor; the plumbing that trains and commands them above.
+FLOORS = [("minidiff.utils", "minidiff.reference"), ("minidiff.data",),
+          ("minidiff.noising", "minidiff.philox", "minidiff.unet", "minidiff.samplers",
+           "minidiff.dpm_solver", "minidiff.ema", "minidiff.checkpoint", "minidiff.autoencoder",
+           "minidiff.pipeline", "minidiff.kernels"),
+          ("minidiff.evaluation",), ("minidiff.training",), ("minidiff.cli", "minidiff.__main__")]
+
+
+def floor(module: str) -> int | None:
+    for level, prefixes in enumerate(FLOORS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return level
+    return None  # the package itself
+
+
+def test_no_module_imports_a_higher_floor():
+    """pipeline, the samplers and the checkpoint import nothing from training/ or cli/; the
+    trainers nothing from cli/ (lazy imports counted too)."""
+    graph = module_graph(PACKAGES)
+    upward = [f"{a} -> {b}" for a, targets in graph.items() for b in targets
+              if floor(a) is not None and floor(b) is not None and floor(b) > floor(a)]
+    assert not upward, "imports a higher floor: " + "; ".join(sorted(upward))
+    assert all(floor(m) is not None for m in graph if m != "minidiff"), [
+        m for m in graph if floor(m) is None and m != "minidiff"]

@@ -10,13 +10,14 @@ import pytest
 import torch
 import triton
 import triton.language as tl
-from compare import assert_close
 from hypothesis import example, given
 from hypothesis import strategies as st
+
+from minidiff import philox as torch_philox
 from minidiff.kernels import runtime
 from minidiff.reference import philox as ref
 
-from minidiff import philox as torch_philox
+from compare import assert_close
 
 DEVICE = "cuda" if runtime.on_cuda() else "cpu"  # chosen in conftest.py
 FLOAT_TOL = {"atol": 1e-6, "rtol": 1e-6}
@@ -109,7 +110,7 @@ def test_torch_twin_matches_reference(seed, start, n, wide):
 
 @given(seed=st.integers(0, 2**32 - 1), k=st.integers(0, 500), batch=st.integers(0, 5))
 def test_step_noise_convention(seed, k, batch):
-    """Noise of step k = randn(seed | k << 32, element index); sample i independent of batch size."""
+    """Noise of step k = randn(seed | k << 32, element index); sample i independent of batch."""
     x = torch.empty(batch, 3, 4, 4)
     z = torch_philox.randn_like_step(x, seed, k)
     assert z.shape == x.shape and z.dtype == torch.float32

@@ -3,6 +3,7 @@ class names, indices and mixes, and its one-line errors for bad input."""
 
 import pytest
 import torch
+
 from compare import assert_close
 from tiny_denoiser import tiny_pipeline
 
@@ -23,7 +24,8 @@ def test_class_and_mix_contexts():
     assert c.tolist() == [[1, 0, 0, 0, 0], [0, 0, 1, 0, 0]] * 2 + [[1, 0, 0, 0, 0]]
     assert PIPE.contexts(2, classes="Side-Facing").tolist() == [[0, 0, 0, 0, 1]] * 2
     mixes = [{"hero": 1, "food": 0.6}, [1, 0, 0, 0, 1]]  # the course's hand-written vectors
-    assert_close(PIPE.contexts(3, mix=mixes), [[1, 0, 0.6, 0, 0], [1, 0, 0, 0, 1], [1, 0, 0.6, 0, 0]])
+    assert_close(PIPE.contexts(3, mix=mixes),
+                 [[1, 0, 0.6, 0, 0], [1, 0, 0, 0, 1], [1, 0, 0.6, 0, 0]])
     assert PIPE.contexts(4) is None  # the null context
     a = PIPE.sample(2, steps=3, mix=[1.0, 0, 0.6, 0, 0])
     assert not torch.allclose(a, PIPE.sample(2, steps=3, classes="hero"))
@@ -74,7 +76,8 @@ def test_batches_bound_the_network_input_and_keep_each_image():
     five = PIPE.sample(5, steps=2, seed=3, batch_size=2)
     assert PIPE.model.calls == [2, 2, 2, 2, 1, 1]
     assert torch.equal(five[:4], PIPE.sample(4, steps=2, seed=3, batch_size=2))
-    assert torch.equal(PIPE.sample(3, steps=2, seed=3, batch_size=3), PIPE.sample(3, steps=2, seed=3))
+    assert torch.equal(PIPE.sample(3, steps=2, seed=3, batch_size=3),
+                       PIPE.sample(3, steps=2, seed=3))
     assert not torch.equal(five[2], five[0])  # batch 1 draws its own noise, not batch 0's again
     with pytest.raises(ValueError, match="batch_size=0 must be a positive number"):
         PIPE.sample(2, batch_size=0)

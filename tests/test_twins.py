@@ -2,7 +2,7 @@
 parameters, by introspection.
 
 Every public function of reference/schedules.py, reference/noising.py and reference/samplers.py
-has a twin of the same name in minidiff.schedules / .noising / .samplers whose parameters are the
+has a twin of the same name in minidiff.noising / .noising / .samplers whose parameters are the
 reference's, in the reference's order (the glossary in reference/__init__.py names them). The
 kernels' wrappers take the reference's parameters first, then only keyword-only extras of their
 own (seed=, k=, out=).
@@ -12,13 +12,13 @@ import importlib.util
 import inspect
 
 import pytest
+
+from minidiff import dpm_solver, noising, samplers
+from minidiff.reference import dpm_solver as ref_dpm_solver
 from minidiff.reference import noising as ref_noising
 from minidiff.reference import samplers as ref_samplers
-from minidiff.reference import schedules as ref_schedules
 
-from minidiff import noising, samplers, schedules
-
-TWINS = [(ref_schedules, schedules), (ref_noising, noising), (ref_samplers, samplers)]
+TWINS = [(ref_noising, noising), (ref_samplers, samplers), (ref_dpm_solver, dpm_solver)]
 # Torch-only trailing parameters, each with its reason.
 TORCH_ONLY = {"make_schedule": ["device"]}  # where the tables live; NumPy has one place
 # What a kernel wrapper may add after the reference's parameters, keyword-only.

@@ -5,21 +5,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from compare import assert_close
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from minidiff.training.config import ARCHS as TRAIN_ARCHS
+from minidiff.unet import ARCHS, ContextUnet, MinidiffUnet, UnetBase, UnetConfig, build_unet
 from minidiff.utils.errors import MinidiffError
-from minidiff.unet import (
-    ARCHS,
-    NETWORKS,
-    ContextUnet,
-    CourseUnet,
-    MinidiffUnet,
-    UnetConfig,
-    build_unet,
-)
+
+from compare import assert_close
 
 COURSE_PARAMS = 1_481_027  # n_feat=64, n_cfeat=5, height=16, with the registered 1x1 shortcut
 SHORTCUT_PARAMS = 3 * 64 + 64  # the course's 3 -> 64 1x1 conv, which it never registered
@@ -29,8 +22,8 @@ def n_params(model):
     return sum(p.numel() for p in model.parameters())
 
 
-def net(arch="minidiff", alpha_bar=None, **kwargs):
-    return build_unet(UnetConfig(arch=arch, **kwargs), alpha_bar)
+def net(arch="minidiff", **kwargs):
+    return build_unet(UnetConfig(arch=arch, **kwargs))
 
 
 def test_course_arch_has_the_courses_parameter_count():
@@ -54,13 +47,17 @@ def test_default_config_builds_the_minidiff_arch():
         "minidiff", 3, 64, 5, 16)
     assert type(build_unet(config)) is MinidiffUnet and n_params(build_unet(config)) == 1_663_628
     model = build_unet(UnetConfig(arch="course", n_feat=16))
-    assert type(model) is CourseUnet and model.arch == "course" and model.n_feat == 16
-    assert ARCHS == ("minidiff", "course") == tuple(NETWORKS)  # the default first
-    assert TRAIN_ARCHS is ARCHS  # one owner (minidiff/unet_config.py), which config imports
-    assert all(issubclass(c, ContextUnet) and c.arch == a for a, c in NETWORKS.items())
+    assert type(model) is ContextUnet and model.arch == "course" and model.n_feat == 16
+    assert ARCHS == ("minidiff", "course")  # the default first
+    assert TRAIN_ARCHS is ARCHS  # one owner (minidiff/unet.py), which config imports
+    for cls, arch in ((MinidiffUnet, "minidiff"), (ContextUnet, "course")):
+        assert issubclass(cls, UnetBase) and cls.arch == arch
+    import minidiff
+
+    assert minidiff.ContextUnet is ContextUnet  # the course's name for the course's network
 
 
-# Saved by the one-class ContextUnet (before the split into CourseUnet and MinidiffUnet), n_feat=8,
+# Saved by the one-class network of old (before the split into two networks), n_feat=8,
 # height=8, with perturbed buffers: its state dicts, an input and the eps_theta it gave.
 BEFORE_THE_SPLIT = Path(__file__).parent / "fixtures" / "unet_state_dicts.pt"
 
@@ -172,19 +169,15 @@ def test_patch_and_dropout_belong_to_the_minidiff_network():
     one_line_error(lambda: net("course", dropout=0.1), "settings of the minidiff network")
 
 
-def test_a_v_network_returns_eps_theta_from_its_v():
-    """eps = sqrt(1 - alpha_bar_t) x_t + sqrt(alpha_bar_t) v (Salimans & Ho 2022, sec. 4)."""
-    from minidiff.schedules import make_schedule
-
-    alpha_bar = make_schedule().alpha_bar
+def test_a_v_network_returns_v_theta_and_says_so():
+    """The network returns what it predicts; the weights are the same whichever it learns, and
+    `noising.eps_from_v` (not the network) makes eps_theta of v_theta."""
     torch.manual_seed(0)
-    v_net = net(n_feat=16, prediction="v", alpha_bar=alpha_bar).eval()
+    v_net = net(n_feat=16, prediction="v").eval()
     eps_net = net(n_feat=16).eval()
-    eps_net.load_state_dict(v_net.state_dict())  # the same weights: alpha_bar is no weight
+    eps_net.load_state_dict(v_net.state_dict())  # the same keys: the target is no weight
+    assert (v_net.prediction, eps_net.prediction) == ("v", "eps")
     x, t = torch.randn(3, 3, 16, 16), torch.tensor([1, 250, 500])
     with torch.no_grad():
-        v_theta = eps_net(x, t / 500)
-        a = alpha_bar[t].reshape(-1, 1, 1, 1).float()
-        assert_close(v_net(x, t / 500), (1 - a).sqrt() * x + a.sqrt() * v_theta, atol=1e-6)
-    one_line_error(lambda: net(n_feat=16, prediction="v"), "needs its schedule's alpha_bar")
+        assert_close(v_net(x, t / 500), eps_net(x, t / 500), atol=0, what="the same layers")
     one_line_error(lambda: net(n_feat=16, prediction="x0"), "prediction='x0' is not one of")

@@ -10,21 +10,21 @@
 # - how the NumPy reference and the torch code compute the same thing, and one place where the
 #   course's notebook departs from the paper.
 #
-# **Code this chapter explains:** `reference/schedules.py` (`make_schedule`),
-# `reference/noising.py` (`q_sample`), and their torch twins `minidiff/schedules.py`,
-# `minidiff/noising.py`. Tests: `tests/test_schedules.py`, `tests/test_noising.py`.
+# **Code this chapter explains:** `reference/noising.py` (`make_schedule`, `q_sample`) and its
+# torch twin `minidiff/noising.py`. Tests: `tests/test_noising.py`.
 
 # %%
 import numpy as np
 import torch
-from _tutorial import OUT, pick
-from minidiff.reference import make_schedule, q_sample
 from PIL import Image
 
 import minidiff
 from minidiff.data.images import grid, save_grid
-from _plot import line_plot
 from minidiff.data.sprites import CLASSES, make_sprites
+from minidiff.reference import make_schedule, q_sample
+
+from _plot import line_plot
+from _tutorial import OUT, pick
 
 # %% [markdown]
 # ## The schedule
@@ -45,7 +45,7 @@ assert abs(s.alpha_bar[1] - (1 - 1e-4) * (1 - s.beta[1])) < 1e-12  # the course'
 # The course computes alpha_bar as a product over s = 0..t, *including* index 0, then sets
 # alpha_bar_0 = 1. So its alpha_bar_1 = (1 - beta_0)(1 - beta_1) = 0.99976021, one factor more
 # than DDPM's definition. minidiff keeps this quirk in its `linear` schedule so that your numbers
-# match the notebooks; `tests/test_schedules.py` pins the anchors.
+# match the notebooks; `tests/test_noising.py` pins the anchors.
 #
 # The signal-to-noise ratio alpha_bar / (1 - alpha_bar) is easiest to read on a log scale: the
 # cosine schedule (Nichol & Dhariwal 2021) destroys information more slowly at the start.

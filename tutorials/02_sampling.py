@@ -11,12 +11,12 @@
 #   a few smooth, typical sprites;
 # - how to make the course's denoising animation.
 #
-# **Code this chapter explains:** `minidiff/samplers.py` (`ddpm_coefficients`, `ddpm_step`,
-# `predict_x0`), the loop around the steps `minidiff/sampling.py` (`SamplerConfig`,
-# `sample_loop`), their specification `reference/samplers.py`, the one-line
-# entry point `minidiff/pipeline.py` (`minidiff.load`, `Pipeline.sample`), the noise stream
+# **Code this chapter explains:** `minidiff/samplers.py` (the steps `ddpm_coefficients`,
+# `ddpm_step`, and the loop `SamplerConfig`, `sample_loop` around them), their specification
+# `reference/samplers.py`, `minidiff/noising.py` (`predict_x0`, `eps_from_v`), the one-line entry
+# point `minidiff/pipeline.py` (`minidiff.load`, `Pipeline.sample`), the noise stream
 # `minidiff/philox.py`, and `minidiff/data/images.py` (`save_grid`, `save_gif`). Tests:
-# `tests/test_samplers.py`, `tests/test_sampling.py`, `tests/test_pipeline.py`.
+# `tests/test_samplers.py`, `tests/test_pipeline.py`.
 #
 # Sampling needs a trained network. Chapter 4 trains one; run on its own, this chapter trains
 # the same one first (a few minutes at full size; see `tutorials/_trained.py`).
@@ -25,12 +25,13 @@
 import time
 
 import torch
-from _trained import nearest_other, trained_run
-from _tutorial import OUT, pick
 
 import minidiff
-from minidiff import philox, samplers
+from minidiff import noising, philox, samplers
 from minidiff.data.images import save_gif, save_grid
+
+from _trained import nearest_other, trained_run
+from _tutorial import OUT, pick
 
 pipe = minidiff.load(trained_run(), device="cpu")  # the EMA weights, in eval mode
 model, schedule = pipe.model, pipe.schedule
@@ -81,7 +82,10 @@ for t in (500, 250, 100, 10, 2, 1):
 # ## The whole loop, by hand
 # Start from x_T ~ N(0, I) (chapter 1: that is what the forward process ends in), then apply the
 # step for t = T, ..., 1, asking the network for eps_theta at every step. The network sees t / T,
-# and here the zero context ("no particular class"; chapter 5 is about choosing one). minidiff draws
+# and here the zero context ("no particular class"; chapter 5 is about choosing one). The course's
+# network predicts eps_theta itself; minidiff's default predicts v (chapter 4), which
+# `noising.eps_from_v` turns into eps_theta: eps = sqrt(1 - alpha_bar_t) x_t + sqrt(alpha_bar_t) v.
+# minidiff draws
 # its noise from a counter-based stream, `philox.randn_like_step(x, seed, k)` for step k, so a
 # seed names the same images on every machine (chapter 7 explains the stream).
 
@@ -92,9 +96,11 @@ start = time.perf_counter()
 with torch.inference_mode():
     x = philox.randn_like_step(torch.empty(n, *pipe.image_shape), seed, 0)  # x_T, step k = 0
     for k, t in enumerate(range(T, 0, -1), start=1):
-        eps_theta = model(x, torch.tensor(t, dtype=torch.float32).expand(n) / T)  # c=None: zeros
+        prediction = model(x, torch.tensor(t, dtype=torch.float32).expand(n) / T)  # c=None: zeros
+        eps_theta = prediction if model.prediction == "eps" else noising.eps_from_v(
+            x, prediction, schedule.alpha_bar[t])
         if t % 100 == 0:  # what the network thinks x0 is: DDIM eq. (12)'s "predicted x0"
-            predicted_x0.append(samplers.predict_x0(x, eps_theta, schedule.alpha_bar[t]))
+            predicted_x0.append(noising.predict_x0(x, eps_theta, schedule.alpha_bar[t]))
             frames.append(x)
         z = philox.randn_like_step(x, seed, k) if t > 1 else None  # no fresh noise at t = 1
         x = samplers.ddpm_step(x, eps_theta, t, schedule, z)
@@ -106,7 +112,7 @@ save_grid(by_hand, OUT / "02_samples.png", nrow=pick(8, 4))
 print("saved", OUT / "02_samples.png")
 
 # %% [markdown]
-# `minidiff.load(run).sample(...)` runs the same loop (`sample_loop` in `minidiff/sampling.py`),
+# `minidiff.load(run).sample(...)` runs the same loop (`sample_loop` in `minidiff/samplers.py`),
 # with the same noise for the same seed, so it must give the same images:
 
 # %%
@@ -121,7 +127,7 @@ assert torch.allclose(images, by_hand, atol=1e-4)
 # ## What the network sees along the way
 # `02_x_t.png`: x_t at t = 500, 400, ..., 100, then the finished sample, one row per sample.
 # `02_predicted_x0.png`: at the same steps, the network's current guess of the clean sprite,
-# x0 = (x_t - sqrt(1 - alpha_bar_t) eps_theta) / sqrt(alpha_bar_t) (`samplers.predict_x0`, DDIM
+# x0 = (x_t - sqrt(1 - alpha_bar_t) eps_theta) / sqrt(alpha_bar_t) (`noising.predict_x0`, DDIM
 # eq. (12), which DDIM itself uses, chapter 6). At t = 500 the division by
 # sqrt(alpha_bar_t) (printed below) magnifies the network's errors, so the guess is mostly
 # noise; soon after it is a blurry average sprite (from so little signal, the best guess is an

@@ -11,11 +11,10 @@
 # - how minidiff's default "minidiff" architecture differs, and what both cost in parameters and
 #   time.
 #
-# **Code this chapter explains:** `minidiff/unet.py` (`build_unet`), `minidiff/unet_config.py`
-# (`UnetConfig`, the arch names and the image size rule, torch-free),
-# `minidiff/unet_base.py` (`ContextUnet`, what both networks share), `minidiff/unet_course.py`
-# (`CourseUnet` and its blocks `ResidualConvBlock`, `UnetDown`, `UnetUp`, `EmbedFC`) and
-# `minidiff/unet_minidiff.py` (`MinidiffUnet`, `ResBlock`). Tests: `tests/test_unet.py`. The
+# **Code this chapter explains:** `minidiff/unet.py`: `UnetConfig`, `build_unet`, `UnetBase` (what
+# both networks share), the course's `ContextUnet` with its blocks `ResidualConvBlock`, `UnetDown`,
+# `UnetUp`, `EmbedFC`, and minidiff's `MinidiffUnet` with its `ResBlock`. Tests:
+# `tests/test_unet.py`. The
 # network is untrained here; chapter 4 trains it.
 
 # %%
@@ -24,12 +23,13 @@ import time
 
 import numpy as np
 import torch
-from _tutorial import OUT, SMALL, pick
 from PIL import Image
 
 from minidiff.data.images import grid, to_uint8
 from minidiff.data.sprites import CLASSES, make_sprites
-from minidiff.unet import CourseUnet, UnetConfig, build_unet
+from minidiff.unet import ContextUnet, UnetConfig, build_unet
+
+from _tutorial import OUT, SMALL, pick
 
 torch.manual_seed(0)
 if SMALL:  # tiny tensors: on a busy 2-core machine a second thread only waits (see _trained.py)
@@ -107,10 +107,10 @@ print_trace(seen)
 # (B, C, 1, 1) so that they broadcast over a feature map.
 #
 # ## Where time and context enter
-# Here is the forward pass, straight from `minidiff/unet_course.py`:
+# Here is the forward pass, straight from `minidiff/unet.py`:
 
 # %%
-print(inspect.getsource(CourseUnet.eps_theta))
+print(inspect.getsource(ContextUnet.forward))
 
 # %% [markdown]
 # The time and context touch the network in exactly two places, both in the decoder:
@@ -189,7 +189,7 @@ with torch.no_grad():
 # %% [markdown]
 # ## minidiff's architecture
 # The default `arch="minidiff"` keeps the U but changes what is cheap and steady on a CPU
-# (`minidiff/unet_minidiff.py`'s docstring gives the reasons): the image is cut into 2x2 patches
+# (`minidiff/unet.py` gives the reasons above `ResBlock`): the image is cut into 2x2 patches
 # stacked as channels (16x16x3 becomes 8x8x12), one residual block per level with GroupNorm instead
 # of BatchNorm, sinusoidal time features, a 4x4 middle block instead of the 1x1 vector, and time and
 # context added together into one embedding that scales and shifts every block ("FiLM"), not only

@@ -12,12 +12,13 @@
 # - what buys quality on real images at a fixed CPU budget: a network's cost per step, and
 #   predicting v instead of eps (Salimans & Ho 2022), with the measured ablation.
 #
-# **Code this chapter explains:** `minidiff/training/config.py` (`TrainConfig`, `learning_rate`),
-# `minidiff/training/trainer.py` (`train`, `Trainer.train_step`),
-# `minidiff/training/trainer_setup.py` (what the Trainer does before its first step, on a resume
-# too), `minidiff/training/batches.py` (what each step draws), `minidiff/ema.py` (`EMA`),
-# `minidiff/training/runs.py` (the run folder) and `minidiff/noising.py` (`q_sample`).
-# Tests: `tests/training/test_trainer.py`.
+# **Code this chapter explains:** `minidiff/training/config.py` (`TrainConfig`, `train_config`,
+# `learning_rate`), `minidiff/training/trainer.py` (`train`; `Trainer`'s setup, `train_step`,
+# `loss` and the loop `run`), `minidiff/training/batches.py` (what each step draws),
+# `minidiff/noising.py` (`q_sample`, `eps_from_v`) and `minidiff/unet.py` (the network it trains),
+# then `minidiff/ema.py` (`EMA`), `minidiff/training/progress.py` (the bar and the --minutes
+# budget) and `minidiff/training/runs.py` (the run folder). Tests:
+# `tests/training/test_trainer.py`.
 #
 # **Time:** at full size this chapter trains for a few minutes on 2 CPU cores (one main run,
 # one shorter run for the comparison); under MINIDIFF_TUTORIAL_SMALL=1 for seconds. The main run
@@ -31,17 +32,18 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _trained import RUN, tutorial_config
-from _tutorial import OUT, pick
 from PIL import Image
 
 import minidiff
-from minidiff.training.checkpoint import CHECKPOINT_NAME
-from _plot import line_plot
+from minidiff.checkpoint import CHECKPOINT_NAME
 from minidiff.data.sprites import make_sprites
 from minidiff.training import TrainConfig, train
 from minidiff.training.trainer import Trainer
 from minidiff.unet import UnetConfig, build_unet
+
+from _plot import line_plot
+from _trained import RUN, tutorial_config
+from _tutorial import OUT, pick
 
 # %% [markdown]
 # ## One step, by hand
@@ -112,8 +114,9 @@ print("the run folder:", sorted(p.name for p in RUN.iterdir()))
 records = [json.loads(line) for line in (RUN / "metrics.jsonl").read_text().splitlines()]
 LOSS_FALLS_BY = pick(0.3, 0.5)  # the last logged loss is below this share of the first
 steps = [r["step"] for r in records]
+target = json.loads((RUN / "config.json").read_text())["unet"]["prediction"]  # what it learns
 line_plot({"training loss": (steps, [r["loss"] for r in records])}, OUT / "04_loss.png",
-          title="loss: mean || eps - eps_theta ||^2 per logged window", xlabel="step")
+          title=f"loss: mean || {target} - {target}_theta ||^2 per logged window", xlabel="step")
 line_plot({"learning rate": (steps, [r["lr"] for r in records])}, OUT / "04_lr.png",
           title="learning rate: linear warm-up, then cosine decay", xlabel="step")
 print(f"loss {records[0]['loss']:.3f} at step {steps[0]} -> {records[-1]['loss']:.3f} at step "
@@ -163,7 +166,10 @@ def held_out_loss(model: torch.nn.Module) -> dict[int, float]:
     for t in TIMESTEPS:
         t_batch = torch.full((len(held_x0),), t)
         x_t = minidiff.q_sample(held_x0, t_batch, held_eps, schedule)
-        losses[t] = F.mse_loss(model.eval()(x_t, t_batch / T, held_c), held_eps).item()
+        prediction = model.eval()(x_t, t_batch / T, held_c)  # eps_theta, or a v network's v
+        eps_theta = prediction if model.prediction == "eps" else minidiff.noising.eps_from_v(
+            x_t, prediction, schedule.alpha_bar[t])
+        losses[t] = F.mse_loss(eps_theta, held_eps).item()
     return losses
 
 
@@ -262,14 +268,15 @@ assert flops[names[3]] > 4 * flops[names[0]], "the course's network works at ful
 # eps_theta) / sqrt(alpha_bar_t) (chapter 2). At large t, sqrt(alpha_bar_t) is small, so a small
 # error in eps_theta becomes a large error in x0_theta: the first, noisiest steps of sampling build
 # the picture on a shaky guess. minidiff's default network predicts
-# v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x0 instead (Salimans & Ho 2022) and turns it
-# into eps_theta itself (`ContextUnet.forward`), so the samplers do not change. Written as a
+# v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x0 instead (Salimans & Ho 2022): it returns
+# v_theta, and the loss and the samplers turn it into eps_theta by name (`noising.eps_from_v`),
+# so every step still takes eps_theta. Written as a
 # weight on the familiar eps loss, training on v weights step t by 1 / alpha_bar_t: it spends
 # its effort where the picture is decided. Min-SNR-gamma (Hang et al. 2023,
 # `--loss-weight min-snr`) goes the other way and turns down the nearly clean steps.
 
 # %%
-from minidiff.reference.schedules import make_schedule as make_reference_schedule
+from minidiff.reference.noising import make_schedule as make_reference_schedule
 
 reference_schedule = make_reference_schedule()  # float64: the spec
 alpha_bar = torch.from_numpy(reference_schedule.alpha_bar)

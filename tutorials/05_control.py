@@ -12,10 +12,10 @@
 #   measured (how often a classifier agrees with the class asked for, and FID).
 #
 # **Code this chapter explains:** `minidiff/pipeline.py` (`Pipeline.contexts`, `Pipeline.sample`
-# with `classes=`, `mix=`, `guidance=`), `minidiff/sampling.py` (`guided_eps`, `sample_loop`),
+# with `classes=`, `mix=`, `guidance=`), `minidiff/samplers.py` (`guided_eps`, `sample_loop`),
 # where c enters the network in `minidiff/unet.py` (chapter 3), and the measurements in
 # `minidiff/evaluation/metrics.py` (`conditional_accuracy`, `evaluate`). Tests:
-# `tests/test_sampling.py` (`test_guidance_formula`) and `tests/test_pipeline.py`
+# `tests/test_samplers.py` (`test_guidance_formula`) and `tests/test_pipeline.py`
 # (`test_class_and_mix_contexts`).
 #
 # This chapter samples with the pipeline's default sampler, DDIM with 25 steps (chapter 6
@@ -27,14 +27,15 @@
 import inspect
 
 import torch
-from _trained import feature_classifier, nearest_other, trained_run, training_data
-from _tutorial import OUT, pick
 
 import minidiff
 from minidiff.data.images import by_class, save_grid
 from minidiff.evaluation.classifier import classify
 from minidiff.evaluation.metrics import evaluate
-from minidiff.sampling import SamplerConfig, guided_eps
+from minidiff.samplers import SamplerConfig, guided_eps
+
+from _trained import feature_classifier, nearest_other, trained_run, training_data
+from _tutorial import OUT, pick
 
 pipe = minidiff.load(trained_run(), device="cpu")
 print("classes, in context order:", pipe.classes)

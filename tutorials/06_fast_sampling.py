@@ -16,31 +16,32 @@
 # - DDPM, DDIM and DPM-Solver++ side by side at 5, 10 and 25 steps on the same seeds;
 # - guidance in a limited interval (Kynkaanniemi et al. 2024): guide only at middle noise levels.
 #
-# **Code this chapter explains:** `minidiff/samplers.py` (`ddim_step`, `ddim_timesteps`,
-# `dpm_solver_step`, `dpm_solver_timesteps`),
-# `minidiff/sampling.py` (`SamplerConfig`), its specification `reference/samplers.py`, its fused
-# kernel `kernels/dpm_solver.py`, and the measurements of
+# **Code this chapter explains:** `minidiff/samplers.py` (the step `ddim_step`, its timesteps
+# `ddim_timesteps`, and the loop's `SamplerConfig`) with its specification `reference/samplers.py`;
+# `minidiff/dpm_solver.py` (`dpm_solver_step`, `dpm_solver_timesteps`) with its specification
+# `reference/dpm_solver.py` and its fused kernel `kernels/dpm_solver.py`; and the measurements of
 # `minidiff/evaluation/metrics.py` (`evaluate`, what `python -m minidiff eval` prints, see
-# `minidiff/cli/eval.py`). Tests: `tests/test_samplers.py`, `tests/test_sampling.py`,
-# `tests/test_dpm_solver.py`.
+# `minidiff/cli/eval.py`). Tests: `tests/test_samplers.py`, `tests/test_dpm_solver.py`.
 #
 # It needs chapter 4's trained run (trained first if missing: a few minutes at full size) and
-# the feature classifier of `minidiff/evaluation/classifier.py` (about 2 minutes the first time). The quality
-# table samples with DDPM too, which takes another minute or two at full size.
+# the feature classifier of `minidiff/evaluation/classifier.py` (about 2 minutes the first
+# time). The quality table samples with DDPM too, which takes another minute or two at full size.
 
 # %%
 import inspect
 
 import torch
-from _trained import feature_classifier, trained_run, training_data
-from _tutorial import OUT, pick
-from minidiff.reference import samplers as ref
 
 import minidiff
-from minidiff import samplers
-from minidiff.sampling import SamplerConfig
+from minidiff import dpm_solver, samplers
 from minidiff.data.images import by_class, save_grid
 from minidiff.evaluation.metrics import evaluate
+from minidiff.reference import dpm_solver as ref_dpm
+from minidiff.reference import samplers as ref
+from minidiff.samplers import SamplerConfig
+
+from _trained import feature_classifier, trained_run, training_data
+from _tutorial import OUT, pick
 
 pipe = minidiff.load(trained_run(), device="cpu")
 schedule, T = pipe.schedule, pipe.schedule.T
@@ -113,10 +114,11 @@ assert torch.equal(again, rows["DDIM 25"])  # the same seed, the same images, bi
 
 # %% [markdown]
 # ## Quality against speed, measured
-# `minidiff.evaluation.metrics.evaluate` is what `python -m minidiff eval --run RUN --sampler ddim --steps
-# 25` runs: it samples n images with the data's class mix and measures FID against real sprites
-# in a small classifier's feature space (lower is better; the noise floor is real against real,
-# the best score possible at this n), the share of samples the classifier puts in the class asked
+# `minidiff.evaluation.metrics.evaluate` is what
+# `python -m minidiff eval --run RUN --sampler ddim --steps 25` runs: it samples n images with
+# the data's class mix and measures FID against real sprites in a small classifier's feature
+# space (lower is better; the noise floor is real against real, the best score possible at this
+# n), the share of samples the classifier puts in the class asked
 # for, and samples per second on this machine.
 
 # %%
@@ -171,10 +173,10 @@ print(f"DDIM 25 draws {speedup:.0f}x as many samples per second as DDPM {T} on t
 # sigma = 0, where h is infinite: it lands on x0_theta itself (no leftover noise).
 
 # %%
-print(inspect.getsource(ref.dpm_solver_step))
+print(inspect.getsource(ref_dpm.dpm_solver_step))
 x, eps = torch.randn(2, 4, 3, 16, 16)
 for t, s in ((500, 450), (100, 50), (50, 0)):
-    x_s, _ = samplers.dpm_solver_step(x, eps, t, s, schedule)
+    x_s, _ = dpm_solver.dpm_solver_step(x, eps, t, s, schedule)
     assert torch.allclose(x_s, samplers.ddim_step(x, eps, t, s, schedule), atol=1e-5)
 print("first order (no previous x0_theta): DPM-Solver++ and DDIM agree at (500, 450), "
       "(100, 50), (50, 0)")
@@ -204,14 +206,14 @@ def gaussian_ode(x_start, alpha_bar_start, alpha_bar_end):
 
 
 def toy_error(n, second_order, t_start=400, t_end=40):
-    lambdas = samplers.log_snr(schedule.alpha_bar)
+    lambdas = dpm_solver.log_snr(schedule.alpha_bar)
     targets = torch.linspace(float(lambdas[t_start]), float(lambdas[t_end]), n + 1)
     visited = [int((lambdas[1:] - v).abs().argmin()) + 1 for v in targets]
     generator = torch.Generator().manual_seed(0)
     x = x_start = torch.randn(1, 4096, dtype=torch.float64, generator=generator)
     history = (None, None)
     for t, s in zip(visited[:-1], visited[1:]):
-        x, x0_theta = samplers.dpm_solver_step(x, gaussian_eps(x, schedule.alpha_bar[t]), t, s,
+        x, x0_theta = dpm_solver.dpm_solver_step(x, gaussian_eps(x, schedule.alpha_bar[t]), t, s,
                                                schedule, *history)
         history = (x0_theta, t) if second_order else (None, None)
     exact = gaussian_ode(x_start, schedule.alpha_bar[t_start], schedule.alpha_bar[visited[-1]])

@@ -31,19 +31,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _plot import COLOURS, bar_plot
-from _tutorial import OUT, SMALL, pick
+
+import minidiff
+from minidiff import kernels, samplers
+from minidiff import philox as torch_philox
+from minidiff.data.images import save_grid
+from minidiff.data.sprites import make_sprites
 from minidiff.kernels import compile as aot
 from minidiff.reference import philox as ref_philox
 from minidiff.reference import samplers as ref
-from minidiff.reference.schedules import make_schedule as make_ref_schedule
+from minidiff.reference.noising import make_schedule as make_ref_schedule
 
-import minidiff
-from minidiff import kernels
-from minidiff import philox as torch_philox
-from minidiff import samplers
-from minidiff.data.images import save_grid
-from minidiff.data.sprites import make_sprites
+from _plot import COLOURS, bar_plot
+from _tutorial import OUT, SMALL, pick
 
 ROOT = Path(minidiff.__file__).resolve().parents[1]
 if SMALL:  # tiny tensors: on a busy 2-core machine a second thread only waits (see _trained.py)

@@ -16,7 +16,8 @@
 # folders), `minidiff/data/resize.py` (pad and area-average) and `minidiff/data/limits.py` (the
 # bounds on untrusted input), the data command `minidiff/cli/data.py` (`python -m minidiff data
 # preview|export`), the trainer `minidiff/training/config.py`, and the memorisation check in
-# `minidiff/evaluation/metrics.py` (`nearest_rms`, `memorisation`). Tests: `tests/data/test_datasets.py`.
+# `minidiff/evaluation/metrics.py` (`nearest_rms`, `memorisation`). Tests:
+# `tests/data/test_datasets.py`.
 #
 # "Your" images are drawn here, on the fly, into OUT: a few hundred coins, gems and potions,
 # 40x48 pixels with transparent backgrounds. Put your own folder in their place. At full size
@@ -30,7 +31,6 @@ import time
 
 import numpy as np
 import torch
-from _tutorial import OUT, SMALL, pick
 from PIL import Image, ImageDraw
 
 import minidiff
@@ -38,6 +38,8 @@ from minidiff.data.datasets import load_dataset
 from minidiff.data.images import by_class, grid, save_grid, to_uint8
 from minidiff.evaluation.metrics import NEAR_COPY_RMS, memorisation, nearest_rms
 from minidiff.training import TrainConfig, train
+
+from _tutorial import OUT, SMALL, pick
 
 if SMALL:  # tiny tensors: on a busy 2-core machine a second thread only waits (see _trained.py)
     torch.set_num_threads(1)

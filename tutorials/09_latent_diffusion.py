@@ -11,11 +11,11 @@
 #   and the samples are decoded at the end.
 #
 # **Code this chapter explains:** `minidiff/autoencoder.py` (`Autoencoder`, `autoencoder_loss`,
-# `psnr`, `estimate_scale`), its settings `minidiff/autoencoder_config.py`, its trainer
-# `minidiff/training/autoencoder_trainer.py` (what `python -m minidiff train-autoencoder`
-# runs), and `minidiff/training/latents.py` (the data encoded once; a run tied to its
-# autoencoder). Tests: `tests/test_autoencoder.py`. The full comparison at a fixed budget is
-# `benchmarks/latent.py`.
+# `psnr`, `estimate_scale`; the data encoded once, `encode_dataset`; a run tied to its autoencoder,
+# `autoencoder_of`), its settings `AutoencoderConfig` in `minidiff/training/config.py`, and its
+# trainer `minidiff/training/autoencoder.py` (what `python -m minidiff train-autoencoder` runs,
+# on the diffusion trainer's loop). Tests: `tests/test_autoencoder.py`. The full comparison at a
+# fixed budget is `benchmarks/latent.py`.
 #
 # **Time:** at full size about ten minutes on 2 CPU cores (an autoencoder and a latent
 # diffusion run on the built-in sprites at 32 px, 1,000 steps each, estimated from their step
@@ -27,18 +27,25 @@ import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
-from _tutorial import OUT, SMALL, pick
 
 import minidiff
-from minidiff.autoencoder import (Autoencoder, autoencoder_loss, encode_mean, latent_picture,
-                                  psnr, reconstruct)
-from minidiff.autoencoder_config import AutoencoderConfig
+from minidiff.autoencoder import (
+    Autoencoder,
+    autoencoder_loss,
+    encode_mean,
+    latent_picture,
+    load_autoencoder,
+    psnr,
+    reconstruct,
+)
 from minidiff.data.datasets import load_dataset
 from minidiff.data.images import by_class, save_grid
 from minidiff.training import TrainConfig, train
-from minidiff.training.autoencoder_trainer import train_autoencoder
-from minidiff.training.latents import load_autoencoder
+from minidiff.training.autoencoder import train_autoencoder
+from minidiff.training.config import AutoencoderConfig
 from minidiff.unet import UnetConfig, build_unet
+
+from _tutorial import OUT, SMALL, pick
 
 if SMALL:
     torch.set_num_threads(1)  # tiny tensors: a second thread mostly waits (see _trained.py)

@@ -1,6 +1,6 @@
 """The trained run that chapters 2, 5 and 6 sample from: chapter 4's, or the same run made here.
-Also the data it was trained on, the feature classifier `minidiff.evaluation.classifier` measures with,
-and one measure of variety the chapters share.
+Also the data it was trained on, the feature classifier `minidiff.evaluation.classifier` measures
+with, and one measure of variety the chapters share.
 
 Chapter 4 trains a ContextUnet on the built-in sprites with `tutorial_config()` and leaves the run
 folder in OUT. A chapter run on its own calls `trained_run()`, which trains that same run first
@@ -24,13 +24,14 @@ import json
 from pathlib import Path
 
 import torch
-from _tutorial import OUT, SMALL, pick
 
-from minidiff.training.checkpoint import CHECKPOINT_NAME
+from minidiff.checkpoint import CHECKPOINT_NAME
 from minidiff.data.datasets import Dataset, dataset_hash, load_dataset
 from minidiff.evaluation.classifier import ClassifierConfig, cached_classifier
 from minidiff.evaluation.metrics import nearest_rms
 from minidiff.training import TrainConfig, train
+
+from _tutorial import OUT, SMALL, pick
 
 if SMALL:
     torch.set_num_threads(1)

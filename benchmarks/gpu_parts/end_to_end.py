@@ -14,7 +14,7 @@ from gpu_parts.record import Recorder, Sizes, seconds
 def run(rec: Recorder, sizes: Sizes, device: str) -> None:
     import torch
 
-    from minidiff.schedules import make_schedule
+    from minidiff.noising import make_schedule
     from minidiff.unet import UnetConfig, build_unet
 
     torch.manual_seed(0)  # weights do not change the speed: the default network, untrained
@@ -51,7 +51,7 @@ def time_loop(loop, device, repeats, rec) -> dict:
 
 def sampler_cases(sizes: Sizes):
     """(label, SamplerConfig): DDPM, DDIM and every newer sampler sampling.SAMPLERS lists."""
-    from minidiff.sampling import SAMPLERS, SamplerConfig
+    from minidiff.samplers import SAMPLERS, SamplerConfig
 
     cases = [(f"DDPM-{sizes.T}", SamplerConfig(sampler="ddpm")),
              (f"DDIM-{sizes.few_steps}", SamplerConfig(sampler="ddim", steps=sizes.few_steps))]
@@ -67,7 +67,7 @@ def loops(model, schedule, shape, config, device) -> dict:
     for a loop that time_loop captures first."""
     import torch
 
-    from minidiff.sampling import sample_loop
+    from minidiff.samplers import sample_loop
 
     n, T = shape[0], schedule.T
     t_table = torch.arange(T + 1, device=device).float() / T
@@ -141,7 +141,7 @@ def fused_loop(model, schedule, shape, config, seed=0):
     import torch
 
     from minidiff.philox import randn_like_step
-    from minidiff.sampling import load_kernels
+    from minidiff.samplers import load_kernels
 
     kernels, T, batch = load_kernels(), schedule.T, shape[0]
     visited = config.timesteps(T)

@@ -18,7 +18,7 @@ from gpu_parts.record import Recorder, Sizes, Skip
 def run(rec: Recorder, sizes: Sizes, device: str) -> None:
     import torch
 
-    from minidiff.schedules import make_schedule
+    from minidiff.noising import make_schedule
 
     schedule = make_schedule(device=device)
     kernels = discover_kernels()

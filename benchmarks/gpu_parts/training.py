@@ -53,8 +53,7 @@ def time_course_training(sizes: Sizes, device: str) -> float:
     from train_speed import CourseSprites, _forever
 
     from minidiff.data.sprites import make_sprites
-    from minidiff.noising import q_sample
-    from minidiff.schedules import make_schedule
+    from minidiff.noising import make_schedule, q_sample
     from minidiff.unet import UnetConfig, build_unet
 
     pixels, index = make_sprites(sizes.n_images, seed=0)

@@ -24,7 +24,7 @@ from minidiff.cli import flags
 from minidiff.cli.outputs import Output, check_outputs, probe_folder, write_together
 from minidiff.data.datasets import Dataset, load_dataset
 from minidiff.data.images import by_class, save_grid, to_uint8
-from minidiff.unet_config import IMAGE_SIZE_STEP
+from minidiff.data.limits import IMAGE_SIZE_STEP
 from minidiff.utils.atomic import write_json, write_npy
 from minidiff.utils.errors import MinidiffError
 

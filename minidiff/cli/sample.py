@@ -26,7 +26,7 @@ from minidiff.cli import flags
 from minidiff.cli.outputs import Output, check_outputs, free_stem, write_together
 from minidiff.data.images import NORMALIZE, columns, save_gif, save_grid
 from minidiff.pipeline import BATCH_SIZE, MIX_WEIGHTS, Pipeline, load, mix_weight
-from minidiff.sampling import ETA, FEW_STEP, SamplerConfig, load_kernels
+from minidiff.samplers import ETA, FEW_STEP, SamplerConfig, load_kernels
 from minidiff.training.config import CORES
 from minidiff.utils.atomic import write_npy
 from minidiff.utils.errors import MinidiffError
@@ -57,7 +57,7 @@ def add_sampler_arguments(parser, command: str = "sample") -> None:
     add("--steps", type=flags.rule_type(RULES["steps"]), help=f"DDIM / dpm++2m updates (default: "
         f"{SamplerConfig.steps}); DDPM always takes all T")
     add("--eta", type=flags.rule_type(RULES["eta"]), help=f"DDIM noise: 0 deterministic, 1 "
-        f"DDPM-like (default: {ETA:g}: visibly cleaner sprites, see minidiff/sampling.py)")
+        f"DDPM-like (default: {ETA:g}: visibly cleaner sprites, see minidiff/samplers.py)")
     add("--spacing", type=flags.rule_type(RULES["spacing"]), default=None,
         metavar="{" + ",".join(RULES["spacing"].choices) + "}", help="which timesteps DDIM or "
         "dpm++2m visit (default: course for DDIM, trailing = T..0 evenly for dpm++2m)")

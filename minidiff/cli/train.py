@@ -16,15 +16,10 @@ then round differently, so the weights are not bit-for-bit those of an uninterru
 from __future__ import annotations
 
 import argparse
-import dataclasses
-from pathlib import Path
 
 from minidiff.cli import flags
-from minidiff.training.checkpoint import load_checkpoint
-from minidiff.training.config import TrainConfig, resumed_config, with_preset
-from minidiff.training.runs import resume_checkpoint
+from minidiff.training.config import TrainConfig, train_config
 from minidiff.training.trainer import train
-from minidiff.utils.errors import MinidiffError
 
 # The flags, grouped as `minidiff train --help` shows them; each is a TrainConfig field, with its
 # type, range, help and default from there (`minidiff.utils.rules.setting`).
@@ -56,45 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    given = flags.settings_from(args, TrainConfig)
-    resume = given.pop("resume", False)
-    if isinstance(resume, str):
-        given.setdefault("out", resume)
-    if resume:
-        return _resume_config(given)
-    if given.get("autoencoder"):  # latent diffusion (tutorials/09_latent_diffusion.py)
-        from minidiff.training.latents import autoencoder_image_size
-
-        # the size the latents come from, and an 8x8 latent read cell by cell, not in 2x2
-        # patches (loss 0.17 against 0.50 after 200 steps in the chapter's small run)
-        given.setdefault("image_size", autoencoder_image_size(given["autoencoder"]))
-        given.setdefault("patch", 1)
-    preset = given.get("preset")
-    base = with_preset(preset) if preset else TrainConfig()
-    return dataclasses.replace(base, **given, **_length(given))
-
-
-def _length(given: dict) -> dict:
-    """--epochs replaces the default step count; --minutes alone fits the steps to the budget."""
-    if "steps" in given:
-        return {"epochs": None}
-    if "epochs" in given:
-        return {"steps": None}
-    if "minutes" in given:
-        return {"steps": None, "epochs": None}
-    return {}
-
-
-def _resume_config(given: dict) -> TrainConfig:
-    if "out" not in given:
-        raise MinidiffError("--resume needs the run to continue: pass --out runs/NAME "
-                            "(or --resume runs/NAME)")
-    path = resume_checkpoint(Path(given["out"]))
-    saved = load_checkpoint(path).get("config", {}).get("train", {})
-    if given.pop("preset", saved.get("preset")) != saved.get("preset"):
-        raise MinidiffError(f"{path} was not trained with that --preset; drop it to resume")
-    return resumed_config(saved, **given, **(_length(given) if {"steps", "epochs"} & set(given)
-                                              else {}))
+    """The run's TrainConfig, assembled in one pass from the flags typed (`train_config`)."""
+    return train_config(flags.settings_from(args, TrainConfig))
 
 
 def main(args: argparse.Namespace) -> int:

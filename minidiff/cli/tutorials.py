@@ -82,7 +82,8 @@ def show_pictures(notebook) -> None:
     for cell in notebook.cells:
         if cell.cell_type != "code":
             continue
-        printed = "".join(out.get("text", "") for out in cell.outputs if out.output_type == "stream")
+        printed = "".join(out.get("text", "") for out in cell.outputs
+                          if out.output_type == "stream")
         for name in dict.fromkeys(SAVED.findall(printed)):  # in order, once each
             if Path(name).is_file():
                 png = base64.b64encode(Path(name).read_bytes()).decode("ascii")

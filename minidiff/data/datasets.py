@@ -36,11 +36,10 @@ import torch
 from einops import rearrange
 
 from minidiff.data.folders import load_folder
-from minidiff.data.limits import check_memory
+from minidiff.data.limits import check_image_size, check_memory
 from minidiff.data.npy import load_npy, subset
 from minidiff.data.resize import enlarge
 from minidiff.data.sprites import CLASSES, make_sprites
-from minidiff.unet_config import check_image_size
 from minidiff.utils.errors import MinidiffError
 
 BUILTIN = "sprites"
@@ -115,7 +114,7 @@ def _stem(path: Path) -> str:
     return head if head and "x" in tail and tail.replace("x", "").isdigit() else stem
 
 
-# %% Class names
+# ---- Class names ----
 
 def _class_names(classes, path: Path, k: int, found: list[str]) -> list[str]:
     """Names from `classes`, else from found subfolders, else `<name>_classes.json`, else classK."""

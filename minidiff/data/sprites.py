@@ -38,7 +38,7 @@ OUTLINE = (40, 30, 50)
 _Y, _X = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)  # (16, 16) row and column of every pixel
 
 
-# %% Drawing primitives: masks over (m, 16, 16) grids, colours (m, 3)
+# ---- Drawing primitives: masks over (m, 16, 16) grids, colours (m, 3) ----
 
 def _pick(rng, palette, m, jitter=22):
     """One colour per sprite from `palette`, jittered: (m, 3) int."""
@@ -95,7 +95,7 @@ def _outline(img, colour=OUTLINE):
     return img
 
 
-# %% hero: front-facing humanoid
+# ---- hero: front-facing humanoid ----
 
 def _hero(rng, m):
     img = _blank(m)
@@ -144,7 +144,7 @@ def _hero_hair(rng, img, y, a, hair, trim, metal):
     _paint(img, (style == 3) & helmet, metal)
 
 
-# %% non-hero: creatures and monsters
+# ---- non-hero: creatures and monsters ----
 
 def _slime(rng, m, y, x, img):
     cx, ry, rx = _col(7.5 + rng.integers(-1, 2, m)), _col(rng.uniform(3.5, 5.5, m)), _col(
@@ -236,7 +236,7 @@ def _non_hero(rng, m):
     return _outline(img)
 
 
-# %% food
+# ---- food ----
 
 def _fruit(rng, m, y, x, img):
     cx, r = _col(7.5 + rng.integers(-1, 2, m)), _col(rng.uniform(3.4, 5.4, m))
@@ -317,7 +317,7 @@ def _food(rng, m):
     return _outline(_by_kind(rng, img, y, x, (_fruit, _bread, _drink, _meat, _cheese_or_egg)))
 
 
-# %% spell: glowing effects, drawn without an outline
+# ---- spell: glowing effects, drawn without an outline ----
 
 def _glow(img, distance, colour, core=0.6, body=1.4, halo=2.4):
     """Paint a glowing shape from a per-pixel distance: white core, colour, pale halo."""
@@ -385,7 +385,7 @@ def _spell(rng, m):
     return _by_kind(rng, img, y, x, kinds, colour)
 
 
-# %% side-facing: a humanoid in profile, walking; drawn facing right, half mirrored
+# ---- side-facing: a humanoid in profile, walking; drawn facing right, half mirrored ----
 
 def _side_facing(rng, m):
     img = _blank(m)
@@ -417,7 +417,7 @@ def _side_facing(rng, m):
     return _outline(img)
 
 
-# %% the public entry point
+# ---- the public entry point ----
 
 DRAW = (_hero, _non_hero, _food, _spell, _side_facing)  # in CLASSES order
 

@@ -25,27 +25,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from minidiff.checkpoint import load_checkpoint, save_checkpoint
 from minidiff.data.datasets import Dataset, dataset_hash
-from minidiff.training.checkpoint import load_checkpoint, save_checkpoint
 from minidiff.utils.errors import MinidiffError
 
 CLASSIFIER_KIND = "feature-classifier"  # the `kind` of a cached classifier's checkpoint
 
 
-# Held-out accuracy (10% of the data), measured on one busy core, CPU seconds in brackets:
-#                              emoji_google (1,906)   rltiles_items (1,016)
-#   1000 steps (the old default)     0.618 (72 s wall)      0.677 (79)
-#   2000 steps, smoothing, shift 1   0.665 (135), 0.649*    0.716 (144)*
-#   the same, shift 2                0.670 (131)*
-#   the same, shift 1, n_feat 24     0.665 (237)
-#   3000 steps, smoothing, shift 1   0.675 (202)
-# (* this code; the others a prototype of it with another random stream.) Width buys nothing;
-# steps with smoothing and shifts buy 0.03-0.05 on both sets (each about one standard error of
-# the 191 and 102 held-out images), so the default is the 2000-step row.
+# The defaults: held-out accuracy against steps, smoothing, shifts and width, in
+# benchmarks/RESULTS.md ("The feature classifier").
 @dataclass
 class ClassifierConfig:
     n_feat: int = 16  # channels at 16x16; 2x and 4x at 8x8 and 4x4 (features: 4 * n_feat = 64)
-    steps: int = 2000  # Adam steps, whatever the dataset's size (about 2 CPU-minutes, table above)
+    steps: int = 2000  # Adam steps, whatever the dataset's size (about 2 CPU-minutes, RESULTS.md)
     batch_size: int = 128
     lr: float = 2e-3
     label_smoothing: float = 0.1  # cross-entropy against 0.9 one-hot + 0.1 uniform

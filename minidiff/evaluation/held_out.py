@@ -16,9 +16,16 @@ import torch
 
 from minidiff.data.datasets import Dataset, dataset_hash
 from minidiff.evaluation.classifier import cached_classifier, classify, features
-from minidiff.evaluation.metrics import (NEAR_COPY_RMS, check_run_fits, class_diversity,
-                                         conditional_accuracy, fid, nearest_rms, sample_like,
-                                         summarise)
+from minidiff.evaluation.metrics import (
+    NEAR_COPY_RMS,
+    check_run_fits,
+    class_diversity,
+    conditional_accuracy,
+    fid,
+    nearest_rms,
+    sample_like,
+    summarise,
+)
 from minidiff.utils.errors import MinidiffError
 
 HELD_OUT_STREAM = 11  # `split_dataset` draws from rng([seed, 11]): never the classifier's split

@@ -36,14 +36,13 @@ import numpy as np
 import torch
 
 from minidiff.data.datasets import Dataset, dataset_hash
-from minidiff.evaluation.classifier import (cached_classifier, classify, classify_accuracy,
-                                            features)
+from minidiff.evaluation.classifier import cached_classifier, classify, classify_accuracy, features
 from minidiff.utils.errors import MinidiffError
 
 NEAR_COPY_RMS = 8 / 255 * 2  # 8 grey levels of 255, in the model's [-1, 1] units
 
 
-# %% Distances
+# ---- Distances ----
 
 
 def gaussian_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -101,7 +100,7 @@ def conditional_accuracy(classifier, images: torch.Tensor, contexts: torch.Tenso
     return classify_accuracy(classifier, images, contexts.argmax(1).to(images.device))
 
 
-# %% Diversity
+# ---- Diversity ----
 
 
 def mean_pairwise_distance(feats: np.ndarray) -> float | None:
@@ -150,7 +149,7 @@ def summarise(rows: list[dict]) -> dict:
     return summary
 
 
-# %% One evaluation
+# ---- One evaluation ----
 
 
 def evaluate(pipe, dataset: Dataset, sampler, n: int = 1000, seed: int = 0,

@@ -1,11 +1,11 @@
-"""Training plumbing around the course's loss: the torch-free configuration (`config`), the Trainer
-and its loop (`trainer`, set up by `trainer_setup`), batches, checkpoints, run folders, progress
-and process groups.
+"""Training plumbing around the course's loss: the configuration (`config`), the Trainer and its
+loop (`trainer`; the autoencoder's in `autoencoder`), what each step draws (`batches`), run
+folders (`runs`), the bar and the --minutes budget (`progress`), guards and process groups.
 
     from minidiff.training import TrainConfig, train
     trainer = train(TrainConfig(steps=200, out="runs/short"))
 
-The names below load on first use, so `import minidiff.training.config` pulls in no torch.
+The names below load on first use.
 """
 
 from __future__ import annotations

@@ -1,44 +1,15 @@
-"""Training a ContextUnet: the course's algorithm, with a modern recipe around it.
+"""How a training run is configured: `TrainConfig` (a diffusion run, `python -m minidiff train`),
+`AutoencoderConfig` (latent diffusion's first stage, `train-autoencoder`), and `train_config` /
+`autoencoder_config`, which assemble one from the flags a user typed in one pass: preset, resume,
+autoencoder and length rules together.
 
-Each step (DDPM Algorithm 1, as the course runs it):
-  1. x0 ~ data, with its context c (one-hot class), zeroed for 10% of the batch: the "null"
-     context that classifier-free guidance samples with
-  2. t ~ Uniform{1, ..., T}
-  3. eps ~ N(0, I)
-  4. x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps      (DDPM eq. 4, `noising.q_sample`;
-     not the course's form, which drops the square root on the noise coefficient)
-  5. a gradient step on || eps - eps_theta(x_t, t / T, c) ||^2
+Each field declares its default, help and rule once with `setting` (`minidiff.utils.rules`):
+`TrainConfig(...)` checks them, and the commands make their flags from them (`minidiff.cli.flags`).
+The settings both configs share (data, length, engine, run folder) are declared once below, so the
+two commands take the same flags for the same things. Why the defaults are what they are:
+benchmarks/RESULTS.md ("A recipe for real images", "Latent against pixel diffusion").
 
-Around it (`TrainConfig` lists every knob): AdamW with a linear warm-up then cosine decay,
-gradient clipping, an EMA of the weights (`minidiff.ema`), bf16 autocast and channels_last on
-CUDA, torch.compile on request, data-parallel training under torchrun
-(`minidiff.training.distributed`).
-`preset="course"` turns all of that off and reproduces the course's run.
-
-Every draw of step s is a function of (seed, s) (`minidiff.training.batches`), so a run resumed
-from its checkpoint ends with exactly the weights of an uninterrupted one.
-
-The default recipe, and why (measured on the 2-core AVX512-BF16 CPU minidiff is developed on;
-`benchmarks/train_speed.py` and `benchmarks/train_quality.py` rerun the numbers, and
-benchmarks/RESULTS.md, "A recipe for real images", has the ablation on held-out real emoji):
-- the "minidiff" network at n_feat 32 predicting v: on held-out emoji after the same 5 CPU-minutes,
-  FID 0.69 (floor 0.25) against 1.19 for n_feat 32 predicting eps and 1.91 for n_feat 64 predicting
-  eps (the old default; it affords a third of the steps: 64 against 17 MFLOP per image);
-  a full-resolution level (`--patch 1`) scored worse at equal time (1.68), flips no better (1.16),
-  Min-SNR weighting helps eps (0.72) and adds little to v (0.64, within the seeds' spread);
-- bf16 autocast where the hardware has it: 1.7x the images/s of fp32 (752 vs 462 per CPU-second),
-  with the same loss curve to 3 digits over 300 steps;
-- batch 128 for 2500 steps: 320,000 images, 16 passes over the 20,000 built-in sprites, a fixed
-  step count (deterministic) that took 5 minutes on 2 quiet cores of this machine in December;
-- AdamW at 4e-3 with 50 warm-up steps and a cosine decay to 0: in 300-step trials the loss ended
-  at 0.190, 0.156 and 0.138 for 1e-3, 2e-3 and 4e-3; clipping at norm 1 keeps that rate stable;
-- EMA decay 0.995: it averages about the last 200 steps, smooth yet not stale in a short run.
-
-This module imports no torch (`minidiff.utils.rules`, the reference's schedule names and the
-networks' torch-free `minidiff.unet_config` only): each field declares its default, help and rule
-once with `setting`, `TrainConfig(...)` checks them, and `python -m minidiff train` makes its flags
-from them (`minidiff.cli.flags`). The run itself is
-`minidiff.training.trainer` (`minidiff.training.train(config)`).
+The run itself: `minidiff.training.trainer` (`train(config)`), whose step is DDPM Algorithm 1.
 
 Tutorial: tutorials/04_training.py.
 """
@@ -49,9 +20,11 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
-from minidiff.reference.schedules import KINDS as SCHEDULES
-from minidiff.unet_config import ARCHS, IMAGE_SIZE_STEP, PATCHES, PREDICTIONS, check_image_size
+from minidiff.data.limits import IMAGE_SIZE_STEP, MAX_IMAGE_SIZE, check_image_size
+from minidiff.reference.noising import KINDS as SCHEDULES
+from minidiff.unet import ARCHS, PATCHES, PREDICTIONS
 from minidiff.utils.errors import MinidiffError
 from minidiff.utils.rules import check_settings, setting
 
@@ -59,9 +32,79 @@ OPTIMIZERS = ("adamw", "adam")
 LR_SCHEDULES = ("cosine", "constant", "course")
 PRECISIONS = ("auto", "fp32", "bf16")
 LOSS_WEIGHTS = ("uniform", "min-snr")
+LOSSES = ("l1", "mse")  # the autoencoder's reconstruction loss
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 MAX_IMAGES = 1_000_000  # 3 GB of float32 16x16 RGB: more does not fit a laptop's memory
-MAX_IMAGE_SIZE = 128  # pixels: a sprite network; 20,000 images of 128 px already take 4 GB
+
+
+# The settings both commands share, declared once
+
+
+def data_setting():
+    return setting(None, "'sprites' (built-in, the default), a .npy file in the course's layout, "
+                   "or a folder of images (one subfolder per class)")
+
+
+def labels_setting():
+    return setting(None, "one-hot labels .npy for a .npy --data (default: the course's sibling "
+                   "name, if it exists)")
+
+
+def classes_setting():
+    return setting(None, "class names 'a,b,c' or a .json file, in label order (default: from the "
+                   "data)")
+
+
+def n_images_setting():
+    return setting(None, "use this many images (default: all of them; built-in sprites: 20,000 "
+                   "drawn)", low=1, high=MAX_IMAGES)
+
+
+def image_size_setting(default: int):
+    return setting(default, "images are resized to this many pixels square (a multiple of 4)",
+                   low=IMAGE_SIZE_STEP, high=MAX_IMAGE_SIZE)
+
+
+def minutes_setting():
+    return setting(None, "wall-clock budget; alone, the step count is fitted to it as the run "
+                   "goes (default: no budget)", above=0)
+
+
+def seed_setting():
+    return setting(0, "weights, data order and noise are functions of the seed", low=0,
+                   high=2**32 - 1)
+
+
+def device_setting():
+    return setting("auto", "auto, cpu, cuda (or mps)")
+
+
+def threads_setting():
+    return setting(None, "torch CPU threads (default: torch's choice, all cores); resuming with "
+                   "another count is allowed but not bit-for-bit", low=1, high=CORES,
+                   why=f"this machine has {CORES} cores")
+
+
+def out_setting(default: str):
+    return setting(None, f"run folder (default: {default})")
+
+
+def resume_setting():
+    return setting(False, "continue the run in --out from its checkpoint")
+
+
+def checkpoint_every_setting():
+    return setting(500, "steps between checkpoints (and at the end, and on Ctrl-C); 0: only then",
+                   low=0)
+
+
+def log_every_setting():
+    return setting(25, "steps between metrics.jsonl lines", low=1)
+
+
+def progress_setting():
+    return setting(True, "show a progress bar (rank 0 only)")
+
 
 # `preset="course"`: the lab's run. Adam at 1e-3 set to 1e-3 * (1 - epoch / 32) at each epoch's
 # start, batch 100, 32 epochs, no EMA, no clipping, no flips, fp32, its network.
@@ -76,20 +119,14 @@ PRESETS = {
     },
 }
 
-
 @dataclass
 class TrainConfig:
     # data
-    data: str | None = setting(None, "'sprites' (built-in, the default), a .npy file in the "
-                               "course's layout, or a folder of images (one subfolder per class)")
-    labels: str | None = setting(None, "one-hot labels .npy for a .npy --data (default: the "
-                                 "course's sibling name, if it exists)")
-    classes: str | None = setting(None, "class names 'a,b,c' or a .json file, in label order "
-                                  "(default: from the data)")
-    n_images: int | None = setting(None, "use this many images (default: all of them; built-in "
-                                   "sprites: 20,000 drawn)", low=1, high=MAX_IMAGES)
-    image_size: int = setting(16, "images are resized to this many pixels square (a multiple "
-                              "of 4)", low=IMAGE_SIZE_STEP, high=MAX_IMAGE_SIZE)
+    data: str | None = data_setting()
+    labels: str | None = labels_setting()
+    classes: str | None = classes_setting()
+    n_images: int | None = n_images_setting()
+    image_size: int = image_size_setting(16)
     autoencoder: str | None = setting(None, "latent diffusion: a train-autoencoder run folder; "
                                       "train on its latents, encoded once (default: pixels)",
                                       metavar="RUN")
@@ -113,11 +150,9 @@ class TrainConfig:
     steps: int | None = setting(2500, "optimizer steps", low=1, high=100_000_000)
     epochs: float | None = setting(None, "passes over the data, instead of --steps (default: "
                                    "none)", above=0, high=1_000_000)
-    minutes: float | None = setting(None, "wall-clock budget; alone, the step count is fitted "
-                                    "to it (default: no budget)", above=0)
+    minutes: float | None = minutes_setting()
     optimizer: str = setting("adamw", "adamw, or adam (the course's)", choices=OPTIMIZERS)
-    lr: float = setting(4e-3, "peak learning rate, reached after the warm-up (the module "
-                        "docstring of minidiff/training/config.py has the trials)", above=0, below=1)
+    lr: float = setting(4e-3, "peak learning rate, reached after the warm-up", above=0, below=1)
     weight_decay: float = setting(0.0, "AdamW's decoupled weight decay", low=0)
     warmup_steps: int = setting(50, "linear warm-up from 0 to --lr", low=0)
     lr_schedule: str = setting("cosine", "cosine to 0, constant, or course: lr (1 - epoch / "
@@ -134,37 +169,28 @@ class TrainConfig:
     context_drop: float = setting(0.1, "share of contexts replaced by the null context (the "
                                   "course's)", low=0, below=1)
     hflip: bool = setting(False, "mirror half the images left-right")
-    seed: int = setting(0, "weights, data order and noise are functions of the seed",
-                        low=0, high=2**32 - 1)
+    seed: int = seed_setting()
     # engine
-    device: str = setting("auto", "auto, cpu, cuda (or mps)")
+    device: str = device_setting()
     precision: str = setting("auto", "auto: bf16 autocast where native (CUDA, AVX512-BF16/AMX "
                              "CPUs)", choices=PRECISIONS)
     channels_last: bool | None = setting(None, "channels-last memory layout (default: on for "
                                          "CUDA, off for CPU)")
     compile: bool = setting(False, "torch.compile the network (slow to start, faster steps)")
-    # Measured (benchmarks/RESULTS.md, Threads): 80 steps took 41 s on 2 threads and 60 s on 1
-    # on a quiet 2-core machine, but 99 s against 54 s with one other busy process. The default
-    # stays torch's (all cores) because a run's thread count is part of its bit-exact resume.
-    threads: int | None = setting(None, "torch CPU threads (default: torch's choice, all cores); "
-                                  "on a shared machine --threads 1 holds up far better; resuming "
-                                  "with another count is allowed but not bit-for-bit", low=1,
-                                  high=CORES, why=f"this machine has {CORES} cores")
+    threads: int | None = threads_setting()
     # run folder
-    out: str | None = setting(None, "run folder (default: runs/<timestamp>)")
-    resume: bool = setting(False, "continue the run in --out from its checkpoint")
+    out: str | None = out_setting("runs/<timestamp>")
+    resume: bool = resume_setting()
     sample_every: int = setting(500, "steps between preview grids (and at the end); 0: only at "
                                 "the end", low=0)
-    checkpoint_every: int = setting(500, "steps between checkpoints (and at the end, and on "
-                                    "Ctrl-C); 0: only then", low=0)
-    log_every: int = setting(25, "steps between metrics.jsonl lines", low=1)
-    progress: bool = setting(True, "show a progress bar (rank 0 only)")
+    checkpoint_every: int = checkpoint_every_setting()
+    log_every: int = log_every_setting()
+    progress: bool = progress_setting()
     preset: str | None = setting(None, "course: the course's recipe, exactly (default: none)",
                                  choices=tuple(PRESETS))
 
     def __post_init__(self):
-        check_config(self)
-
+        check_train_config(self)
 
 # Fields a resumed run may change: how long, where and how fast; never what is trained.
 SESSION_FIELDS = ("steps", "epochs", "minutes", "device", "precision", "channels_last", "compile",
@@ -172,7 +198,7 @@ SESSION_FIELDS = ("steps", "epochs", "minutes", "device", "precision", "channels
                   "progress")
 
 
-def check_config(config: TrainConfig) -> None:
+def check_train_config(config: TrainConfig) -> None:
     """Raise a one-line MinidiffError for any value that cannot train: each field's own rule
     (declared above), then the rules that tie fields together."""
     check_settings(config)
@@ -191,20 +217,164 @@ def with_preset(name: str, **overrides) -> TrainConfig:
     return TrainConfig(**{**PRESETS.get(name, {"preset": name}), **overrides})
 
 
-BUDGET_SHARE = 0.95  # --minutes fits the steps to this share of it: saving and measuring take time
+@dataclass
+class AutoencoderConfig:
+    # data (the same rules as `train`'s)
+    data: str | None = data_setting()
+    labels: str | None = labels_setting()  # here only to lay the grid out one column per class
+    classes: str | None = classes_setting()
+    n_images: int | None = n_images_setting()
+    image_size: int = image_size_setting(32)
+    holdout: float = setting(0.05, "share of the images kept out of training: the PSNR is "
+                             "measured on them (a seeded split)", above=0, below=0.5)
+    # network
+    factor: int = setting(4, "each side shrinks this many times (a power of 2): 32 px -> 8",
+                          low=2, high=16)
+    latent_channels: int = setting(4, "channels of the latent (the paper's 4)", low=1, high=64)
+    n_feat: int = setting(32, "channels on the 2x2 patches, doubled at each further halving (a "
+                          "multiple of 8)", low=8, high=512)
+    # loss and optimisation
+    loss: str = setting("l1", "reconstruction loss: l1 (it matched or beat mse on held-out "
+                        "PSNR) or mse", choices=LOSSES)
+    kl_weight: float = setting(1e-6, "weight of the KL term that keeps the latents near N(0, I)",
+                               low=0, below=1)
+    batch_size: int = setting(32, "images per step", low=1, high=65_536)
+    steps: int | None = setting(4000, "optimizer steps", low=1, high=100_000_000)
+    minutes: float | None = minutes_setting()
+    lr: float = setting(8e-3, "peak learning rate (AdamW), after the warm-up, cosine to 0",
+                        above=0, below=1)
+    warmup_steps: int = setting(50, "linear warm-up from 0 to --lr", low=0)
+    seed: int = seed_setting()
+    # engine and run folder
+    device: str = device_setting()
+    threads: int | None = threads_setting()
+    out: str | None = out_setting("runs/autoencoder-<timestamp>")
+    resume: bool = resume_setting()
+    checkpoint_every: int = checkpoint_every_setting()
+    log_every: int = log_every_setting()
+    progress: bool = progress_setting()
+
+    def __post_init__(self):
+        check_autoencoder_config(self)
+
+    # one learning-rate schedule for both trainers (`learning_rate`)
+    lr_schedule = "cosine"
+
+    @property
+    def latent_size(self) -> int:
+        """The latent's side: image_size / factor."""
+        return self.image_size // self.factor
 
 
-def fitted_total(step: int, timed: int, seconds_timed: float, seconds_so_far: float,
-                 minutes: float) -> int:
-    """The step count that fills BUDGET_SHARE of `minutes`, at the rate of `timed` steps in
-    `seconds_timed` (steps after the first: it is slower, torch's warm-up), `seconds_so_far` of
-    it spent at `step`. Both trainers fit --minutes with it."""
-    remaining = minutes * 60 * BUDGET_SHARE - seconds_so_far
-    return step + max(0, int(remaining * timed / seconds_timed))
+def check_autoencoder_config(config: AutoencoderConfig) -> None:
+    """Each field's own rule, then the rules that tie fields together; one line each."""
+    check_settings(config)
+    check_image_size(config.image_size)
+    f = config.factor
+    if f & (f - 1):
+        raise MinidiffError(f"factor={f} is not a power of 2 (each level halves the image): "
+                            "pass 2, 4, 8 or 16")
+    if config.image_size % f or config.image_size // f < 4:
+        raise MinidiffError(f"image_size={config.image_size} does not shrink {f} times to a "
+                            "latent of at least 4 px: pass a smaller --factor or a larger "
+                            "--image-size")
+    check_image_size(config.latent_size, f"the latent side ({config.image_size} / {f})")
+    if config.steps is None and config.minutes is None:
+        raise MinidiffError("nothing says how long to train; pass --steps or --minutes")
+    if config.n_feat % 8:
+        raise MinidiffError(f"n_feat={config.n_feat} must be a multiple of 8 (GroupNorm(8))")
 
 
-def learning_rate(config: TrainConfig, step: int, total: int | None, steps_per_epoch: int):
-    """The learning rate of `step` (0-based) of `total`; total None (still fitting the step count
+def network_settings(config: AutoencoderConfig | dict, in_channels: int) -> dict:
+    """The network's own settings (what `minidiff.autoencoder.Autoencoder` takes)."""
+    from minidiff.autoencoder import NETWORK_FIELDS
+
+    values = dataclasses.asdict(config) if not isinstance(config, dict) else config
+    return {"in_channels": in_channels, **{name: values[name] for name in NETWORK_FIELDS}}
+
+# Fields a resumed autoencoder run may change.
+AUTOENCODER_SESSION = ("steps", "minutes", "device", "threads", "out", "resume",
+                       "checkpoint_every", "log_every", "progress")
+
+
+
+
+# Assembling a config from the flags given, in one pass
+
+
+def train_config(given: dict) -> TrainConfig:
+    """The TrainConfig for the settings a user gave (`given`: field -> value, only those typed):
+    a resumed run's recipe from its checkpoint, else the preset's or the defaults, with
+    `--autoencoder`'s image size and patch, and `--steps`/`--epochs`/`--minutes` replacing each
+    other; then every rule checked."""
+    given = dict(given)
+    if isinstance(given.get("resume"), str):  # --resume RUN
+        given["out"] = given.get("out", given["resume"])
+        given["resume"] = True
+    length = _length(given, ("steps", "epochs"))
+    if given.get("resume"):
+        saved = _saved_recipe(given, "train")
+        if given.pop("preset", saved.get("preset")) != saved.get("preset"):
+            raise MinidiffError(f"{given['out']} was not trained with that --preset; drop it to "
+                                "resume")
+        return _resumed(TrainConfig, saved, given, length if {"steps", "epochs"} & set(given)
+                        else {})
+    if given.get("autoencoder"):  # latent diffusion: the latents' size, read cell by cell
+        from minidiff.autoencoder import autoencoder_image_size
+
+        given.setdefault("image_size", autoencoder_image_size(given["autoencoder"]))
+        given.setdefault("patch", 1)
+    preset = given.get("preset")
+    base = with_preset(preset) if preset else TrainConfig()
+    return dataclasses.replace(base, **given, **length)
+
+
+def autoencoder_config(given: dict) -> AutoencoderConfig:
+    """The AutoencoderConfig for the settings a user gave, as `train_config` assembles its own."""
+    given = dict(given)
+    if isinstance(given.get("resume"), str):
+        given["out"] = given.get("out", given["resume"])
+        given["resume"] = True
+    length = _length(given, ("steps",))
+    if not given.get("resume"):
+        return dataclasses.replace(AutoencoderConfig(), **given, **length)
+    return _resumed(AutoencoderConfig, _saved_recipe(given, "autoencoder"), given, length)
+
+
+def _resumed(cls, saved: dict, given: dict, length: dict):
+    """The saved recipe with the flags given over it. A recipe field given that differs from the
+    saved one is refused by the trainer, which checks the checkpoint (`runs.check_same_recipe`)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    fields = {k: v for k, v in saved.items() if k in known}
+    if fields.get("threads") is not None and fields["threads"] > CORES:
+        fields["threads"] = CORES  # saved on a bigger machine: the most this one has
+    return cls(**{**fields, **given, **length, "resume": True})
+
+
+def _length(given: dict, lengths: tuple) -> dict:
+    """--steps or --epochs replaces the other; --minutes alone fits the steps to the budget."""
+    if "steps" in given:
+        return {"epochs": None} if "epochs" in lengths else {}
+    if "epochs" in given:
+        return {"steps": None}
+    if "minutes" in given:
+        return dict.fromkeys(lengths)
+    return {}
+
+
+def _saved_recipe(given: dict, kind: str) -> dict:
+    """The recipe a run to resume was saved with (`config[kind]` of its checkpoint)."""
+    from minidiff.training.runs import saved_config
+
+    if "out" not in given:
+        raise MinidiffError("--resume needs the run to continue: pass --out runs/NAME "
+                            "(or --resume runs/NAME)")
+    return saved_config(Path(given["out"]), kind)
+
+
+def learning_rate(config, step: int, total: int | None, steps_per_epoch: int = 1) -> float:
+    """The learning rate of `step` (0-based) of `total`, for either config: a linear warm-up, then
+    cosine to 0 (or constant, or the course's lr (1 - epoch / epochs)); total None (not yet fitted
     to --minutes) holds the cosine at its start."""
     if config.lr_schedule == "course":  # set at each epoch's start: lr * (1 - epoch / epochs)
         epochs = (total or math.inf) / steps_per_epoch
@@ -213,13 +383,3 @@ def learning_rate(config: TrainConfig, step: int, total: int | None, steps_per_e
     if config.lr_schedule == "constant" or total is None:
         return config.lr * warm
     return config.lr * warm * 0.5 * (1 + math.cos(math.pi * min(1.0, step / total)))
-
-
-def resumed_config(saved: dict, **overrides) -> TrainConfig:
-    """The TrainConfig a run was saved with (`config["train"]` of its checkpoint), with
-    `overrides` (session fields, or recipe fields that must match) applied."""
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    fields = {k: v for k, v in saved.items() if k in known}
-    if fields.get("threads") is not None and fields["threads"] > CORES:
-        fields["threads"] = CORES  # saved on a bigger machine: the most this one has
-    return TrainConfig(**{**fields, **overrides, "resume": True})

@@ -5,7 +5,7 @@
       metrics.jsonl        one JSON line per log interval: step, epoch, loss, lr, images/s, time
       samples_<step>.png   a preview grid (DDIM, EMA weights), one column per class
       samples.png          the latest preview
-      checkpoint.pt        weights, EMA, optimizer and step: `minidiff.training.checkpoint`'s layout
+      checkpoint.pt        weights, EMA, optimizer and step: `minidiff.checkpoint`'s layout
       .lock                held (flock) by the one process that writes here: `RunLock`
 
 Every file is written atomically (`minidiff.utils.atomic`) except metrics.jsonl, which is appended
@@ -24,12 +24,10 @@ from pathlib import Path
 
 import torch
 
-from minidiff.utils.atomic import remove_leftovers, write_json, write_text
-from minidiff.training.checkpoint import CHECKPOINT_NAME
-from minidiff.utils.errors import MinidiffError
+from minidiff.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from minidiff.data.images import columns, save_grid
-from minidiff.sampling import ETA, SamplerConfig, sample_loop
-from minidiff.schedules import Schedule
+from minidiff.utils.atomic import remove_leftovers, write_json, write_text
+from minidiff.utils.errors import MinidiffError
 
 try:
     import fcntl
@@ -37,13 +35,14 @@ except ImportError:  # Windows: no flock; a run folder is then not guarded again
     fcntl = None
 
 CONFIG_NAME, METRICS_NAME, LOCK_NAME = "config.json", "metrics.jsonl", ".lock"
+RUN_KIND = "train"  # a diffusion run: its recipe is `config["train"]` of its checkpoint
 # What a run stopped before its first checkpoint leaves: starting it again may replace these
 RUN_FILES = (CONFIG_NAME, METRICS_NAME, LOCK_NAME, "samples.png")
 
 
-def default_out(runs_dir: str = "runs") -> Path:
-    """runs/<YYYYmmdd-HHMMSS>: a new folder per run."""
-    return Path(runs_dir) / time.strftime("%Y%m%d-%H%M%S")
+def default_out(runs_dir: str = "runs", prefix: str = "") -> Path:
+    """runs/<prefix><YYYYmmdd-HHMMSS>: a new folder per run."""
+    return Path(runs_dir) / time.strftime(f"{prefix}%Y%m%d-%H%M%S")
 
 
 def resume_checkpoint(out: str | os.PathLike) -> Path:
@@ -58,6 +57,66 @@ def resume_checkpoint(out: str | os.PathLike) -> Path:
                             f"with --out {out} and without --resume")
     raise MinidiffError(f"--resume: there is no {CHECKPOINT_NAME} in {out} to continue from; "
                         "check --out, or drop --resume to start a new run")
+
+
+def saved_config(out: Path, kind: str) -> dict:
+    """The recipe (`config[kind]`: "train" or "autoencoder") of the run `--resume` continues."""
+    path = resume_checkpoint(out)
+    state = load_checkpoint(path, kind="run" if kind == RUN_KIND else kind)
+    recipe = state["config"].get(kind)
+    if not isinstance(recipe, dict):
+        raise MinidiffError(f"{path} holds no {kind} recipe to resume; train into a new --out")
+    return recipe
+
+
+def check_batch_size(batch_size: int, n_images: int, world_size: int = 1) -> None:
+    if batch_size > n_images:
+        raise MinidiffError(f"--batch-size {batch_size} is larger than the data ({n_images} "
+                            f"images); pass --batch-size {n_images} or less")
+    if batch_size % world_size:
+        raise MinidiffError(f"--batch-size {batch_size} does not split over {world_size} "
+                            "processes; pass a multiple of it")
+
+
+def check_same_network(path: Path, theirs: dict | None, ours: dict) -> None:
+    if theirs != ours:
+        theirs = theirs or {}
+        raise MinidiffError(
+            f"{path} holds a {theirs.get('arch')} network (n_feat {theirs.get('n_feat')}, "
+            f"{theirs.get('n_cfeat')} classes, {theirs.get('height')} px) but this run asks "
+            f"for {ours['arch']} (n_feat {ours['n_feat']}, {ours['n_cfeat']} classes, "
+            f"{ours['height']} px); drop the flags that differ, or train into a new --out")
+
+
+def check_same_data(path: Path, theirs: str | None, ours: str) -> None:
+    if theirs != ours:
+        raise MinidiffError(f"{path} was trained on other data (hash {theirs}, now {ours}); "
+                            "resume with the same --data/--labels/--classes/--n-images/"
+                            "--image-size, or train into a new --out")
+
+
+def check_same_recipe(path: Path, saved: dict, config, session_fields) -> None:
+    """Every saved field that is not a session field equals `config`'s."""
+    for name, value in saved.items():
+        if name not in session_fields and getattr(config, name, value) != value:
+            raise MinidiffError(f"{path} was trained with {name}={value!r} but this run asks "
+                                f"for {getattr(config, name)!r}; drop that flag to resume, or "
+                                "train into a new --out")
+
+
+def check_length(out: Path, done: int, total: int | None, saved_total: int | None,
+                 config) -> bool:
+    """Has a resumed run steps left? False when it has; True when it is finished (nothing is
+    then written: the trainer says how to extend it); a length it has passed is refused."""
+    total = total if total is not None else saved_total
+    if total is None or done < total:
+        return False
+    if total == saved_total and done == total:
+        return True
+    epochs = getattr(config, "epochs", None)
+    flag = f"--epochs {epochs:g}" if epochs else f"--steps {total}"
+    raise MinidiffError(f"{flag}: the run in {out} is already at step {done}; pass --steps "
+                        f"above {done} to train it longer (nothing was changed)")
 
 
 class RunLock:
@@ -195,26 +254,6 @@ def _record(line: str) -> dict | None:
     ok = (isinstance(record, dict) and isinstance(record.get("step"), int)
           and not isinstance(record["step"], bool))
     return record if ok else None
-
-
-def preview(model, schedule: Schedule, *, n_classes: int, shape, seed: int, per_class: int = 8,
-            n_steps: int = 25) -> torch.Tensor:
-    """A preview batch: `per_class` images per class, image i of class i mod k, so that
-    `save_preview` gives each class a column (`minidiff.data.images.columns`); 32 unconditional.
-
-    DDIM with `sampling.sample_loop` (the course's spacing: 500, 480, ..., 20, 0 for T = 500) at
-    `sampling.ETA` (1, the same as `sample`'s default), not the course's eta = 0: fresh noise at
-    each jump corrects a young network's errors where deterministic DDIM follows them. The noise is seeded and the same at every preview, so the
-    grids show training progress rather than new draws.
-    """
-    rows = n_classes or 4
-    device = next(model.parameters()).device
-    c = None
-    if n_classes:  # image i: one-hot class i mod k, cycled as `Pipeline.contexts` does
-        c = torch.eye(n_classes, device=device).repeat(per_class, 1)
-    config = SamplerConfig(sampler="ddim", steps=min(n_steps, schedule.T), eta=ETA)
-    x, _, _ = sample_loop(model, schedule, (rows * per_class, *shape), c, config, seed=seed)
-    return x
 
 
 def save_preview(out: Path, step: int, images: torch.Tensor, per_class: int = 8,

@@ -23,9 +23,11 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if kind == "cuda" and not torch.cuda.is_available():
-        raise MinidiffError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
+        raise MinidiffError("--device cuda was asked for but torch sees no CUDA GPU; use --device "
+                            "cpu")
     if kind == "mps" and not torch.backends.mps.is_available():
-        raise MinidiffError("--device mps was asked for but this torch has no MPS; use --device cpu")
+        raise MinidiffError("--device mps was asked for but this torch has no MPS; use --device "
+                            "cpu")
     return torch.device(name)
 
 

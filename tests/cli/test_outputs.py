@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from sampling_runs import write_run
 
 from minidiff.cli import main
 from minidiff.pipeline import Pipeline
+
+from sampling_runs import write_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -145,7 +146,7 @@ def test_a_full_disk_leaves_no_output_and_one_line(run, tmp_path, capsys,
 
 
 def test_sampling_is_batched(run, tmp_path, monkeypatch):
-    from minidiff import sampling
+    from minidiff import samplers as sampling
 
     sizes, real_loop = [], sampling.sample_loop
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from sampling_runs import SCHEDULE, write_run
-
+from minidiff.checkpoint import save_checkpoint
 from minidiff.cli import main
-from minidiff.training.checkpoint import save_checkpoint
+
+from sampling_runs import SCHEDULE, write_run
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -11,11 +11,10 @@ import pytest
 import torch
 
 from minidiff import cli
+from minidiff.checkpoint import load_checkpoint
 from minidiff.cli import flags
 from minidiff.cli.train import config_from_args
 from minidiff.training import trainer as trainer_module
-from minidiff.training import trainer_setup
-from minidiff.training.checkpoint import load_checkpoint
 from minidiff.training.runs import MetricsLog
 
 from tiny_runs import TINY, run_train
@@ -156,7 +155,7 @@ def test_a_full_disk_or_read_only_folder_is_one_line(tmp_path, monkeypatch, caps
     code, err = run_cli([*TINY, "--steps", "2", "--out", str(tmp_path / "b")], capsys)
     assert code == 2 and "cannot write metrics.jsonl" in err and says in err
     monkeypatch.undo()
-    monkeypatch.setattr(trainer_setup, "write_config", fail)
+    monkeypatch.setattr(trainer_module.runs, "write_config", fail)
     code, err = run_cli([*TINY, "--steps", "2", "--out", str(tmp_path / "c")], capsys)
     assert code == 2 and "cannot write the run folder" in err and says in err
     assert not (tmp_path / "c").exists()  # no empty run folder left behind

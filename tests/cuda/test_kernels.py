@@ -11,15 +11,17 @@ import inspect
 import numpy as np
 import pytest
 import torch
-from compare import TOLERANCE, assert_close
 from hypothesis import given, settings
+
+from minidiff.noising import Schedule
+from minidiff.reference import dpm_solver as ref_dpm
 from minidiff.reference import noising as ref_noising
 from minidiff.reference import philox as ref_philox
 from minidiff.reference import samplers as ref
-from minidiff.reference.schedules import make_schedule as make_ref_schedule
-from strategies import seeds
+from minidiff.reference.noising import make_schedule as make_ref_schedule
 
-from minidiff.schedules import Schedule
+from compare import TOLERANCE, assert_close
+from strategies import seeds
 
 pytestmark = pytest.mark.cuda
 
@@ -127,12 +129,12 @@ def test_dpm_solver_step_on_the_gpu(second_order, dtype, shape, seed):
     x_s, x0_theta = kernels().dpm_solver_step(
         x_t, eps_theta, torch.from_numpy(t).cuda(), torch.from_numpy(s).cuda(),
         Schedule.from_reference(COURSE).to("cuda"), *previous)
-    expected = ref.dpm_solver_step(as_ref(x_t), as_ref(eps_theta), t, s, COURSE,
+    expected = ref_dpm.dpm_solver_step(as_ref(x_t), as_ref(eps_theta), t, s, COURSE,
                                    as_ref(x0_theta_prev) if second_order else None, t_prev)
     assert x_s.dtype == x0_theta.dtype == dtype
     # float32 errors pass through 1 / sqrt(alpha_bar_t) into x0_theta, then line 5's (1 + 2c)
     # and line 6's coefficients into x_s
-    ratio, phi, c = ref.dpm_solver_coefficients(t, s, COURSE, t_prev)
+    ratio, phi, c = ref_dpm.dpm_solver_coefficients(t, s, COURSE, t_prev)
     to_x0 = float(np.max(1 / np.sqrt(COURSE.alpha_bar[t])))
     to_x_s = float(np.max(np.abs(ratio)) + np.max(np.abs(phi) * (1 + 2 * np.abs(c))) * to_x0)
     assert_close(x0_theta, expected[1], dtype, what="x0_theta", **tolerance(dtype, to_x0))

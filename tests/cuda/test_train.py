@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from minidiff.checkpoint import load_checkpoint
 from minidiff.cli import main
-from minidiff.training.checkpoint import load_checkpoint
 from minidiff.training.config import TrainConfig
 from minidiff.training.trainer import train
 

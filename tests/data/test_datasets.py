@@ -13,8 +13,8 @@ from PIL import Image
 
 from minidiff.cli import main as cli_main
 from minidiff.data.datasets import Dataset, dataset_hash, load_dataset
-from minidiff.utils.errors import MinidiffError
 from minidiff.data.sprites import CLASSES
+from minidiff.utils.errors import MinidiffError
 
 
 def random_pixels(n, h, w=None, seed=0):
@@ -221,8 +221,9 @@ def png_header_only(path, width, height):
     return path
 
 
-@pytest.mark.parametrize("size, match", [((1, 100000), "1x100000, over 4096 pixels on a side"),
-                                         ((20000, 20000), "bomb.png claims 400000000 pixels, over Pillow")])
+@pytest.mark.parametrize("size, match", [
+    ((1, 100000), "1x100000, over 4096 pixels on a side"),
+    ((20000, 20000), "bomb.png claims 400000000 pixels, over Pillow")])
 def test_huge_images_are_refused_before_decoding(tmp_path, size, match):
     """Issue 13 case 7: a 1x100000 PNG is not padded to a 40 GB square; 20000x20000 is one line
     (not Pillow's DecompressionBombError)."""
@@ -314,8 +315,8 @@ def test_class_folders_in_natural_order(tmp_path):
 
 def test_a_class_named_by_a_number_is_sampled_by_its_name():
     """`sample --class 10` asks for the class named 10, not index 10."""
+    from minidiff.noising import make_schedule
     from minidiff.pipeline import Pipeline
-    from minidiff.schedules import make_schedule
     from minidiff.unet import UnetConfig, build_unet
 
     model = build_unet(UnetConfig(n_feat=8, n_cfeat=3))

@@ -6,10 +6,10 @@ import dataclasses
 import pytest
 import torch
 
+from minidiff.checkpoint import save_checkpoint
 from minidiff.data.datasets import Dataset
 from minidiff.data.sprites import CLASSES, make_sprites
 from minidiff.evaluation.classifier import ClassifierConfig, cached_classifier, shift
-from minidiff.training.checkpoint import save_checkpoint
 from minidiff.unet import UnetConfig, build_unet
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

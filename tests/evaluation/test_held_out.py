@@ -7,13 +7,13 @@ import dataclasses
 import pytest
 import torch
 
+from minidiff.checkpoint import save_checkpoint
 from minidiff.data.datasets import Dataset
 from minidiff.data.sprites import CLASSES, make_sprites
 from minidiff.evaluation.classifier import ClassifierConfig, cached_classifier
 from minidiff.evaluation.held_out import evaluate_held_out, split_dataset
 from minidiff.pipeline import load
-from minidiff.sampling import SamplerConfig
-from minidiff.training.checkpoint import save_checkpoint
+from minidiff.samplers import SamplerConfig
 from minidiff.unet import UnetConfig, build_unet
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

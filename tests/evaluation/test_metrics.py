@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from minidiff.training.checkpoint import save_checkpoint
+from minidiff.checkpoint import save_checkpoint
 from minidiff.cli import main
+from minidiff.data.sprites import CLASSES, make_sprites
 from minidiff.evaluation.metrics import (
     NEAR_COPY_RMS,
     class_diversity,
@@ -23,7 +24,6 @@ from minidiff.evaluation.metrics import (
     nearest_rms,
     summarise,
 )
-from minidiff.data.sprites import CLASSES, make_sprites
 from minidiff.unet import UnetConfig, build_unet
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

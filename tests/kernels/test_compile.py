@@ -5,6 +5,7 @@ change that breaks vectorisation (16-byte `ld.global.v4`) or adds a pass fails h
 """
 
 import pytest
+
 from minidiff.kernels import compile as aot
 
 

@@ -7,16 +7,17 @@ reference is fed the inputs as rounded to the kernel's dtype.
 import numpy as np
 import pytest
 import torch
-from compare import TOLERANCE, assert_close
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from minidiff.kernels import dpm_solver_step, runtime
-from minidiff.reference import samplers as ref
-from minidiff.reference.schedules import make_schedule as make_ref_schedule
-from strategies import schedules, seeds
 
-from minidiff import samplers
-from minidiff.schedules import Schedule, make_schedule
+from minidiff import dpm_solver
+from minidiff.kernels import dpm_solver_step, runtime
+from minidiff.noising import Schedule, make_schedule
+from minidiff.reference import dpm_solver as ref_dpm
+from minidiff.reference.noising import make_schedule as make_ref_schedule
+
+from compare import TOLERANCE, assert_close
+from strategies import schedules, seeds
 
 DEVICE = "cuda" if runtime.on_cuda() else "cpu"  # chosen in conftest.py
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -68,12 +69,12 @@ def test_dpm_solver_step_matches_reference(ref_schedule, case, second_order):
     history = (x0_theta_prev, t_prev) if second_order else (None, None)
     schedule = Schedule.from_reference(ref_schedule).to(DEVICE)
     got, got_x0 = dpm_solver_step(x_t, eps_theta, t, s, schedule, *history)
-    expected, expected_x0 = ref.dpm_solver_step(
+    expected, expected_x0 = ref_dpm.dpm_solver_step(
         as_ref(x_t), as_ref(eps_theta), t.numpy(), s.numpy(), ref_schedule,
         as_ref(history[0]), None if history[1] is None else history[1].numpy())
     assert got.dtype == got_x0.dtype == case["dtype"] and got.shape == x_t.shape
     # float32 errors in x_t and eps_theta grow by 1 / sqrt(alpha_bar_t), then by the correction
-    _, _, c = ref.dpm_solver_coefficients(t.numpy(), s.numpy(), ref_schedule,
+    _, _, c = ref_dpm.dpm_solver_coefficients(t.numpy(), s.numpy(), ref_schedule,
                                           t_prev.numpy() if second_order else None)
     atol, rtol = TOLERANCE[case["dtype"]]
     scale = float(np.max(1 / np.sqrt(ref_schedule.alpha_bar[t.numpy()]), initial=1.0))
@@ -91,7 +92,7 @@ def test_fused_equals_the_torch_twin(seed, batch):
     x_t, eps_theta, x0_prev = torch.randn(3, batch, 3, 16, 16, generator=g).to(DEVICE)
     schedule = make_schedule(device=DEVICE)
     t_prev, t, s = (torch.full((batch,), v, device=DEVICE) for v in (300, 200, 100))
-    expected = samplers.dpm_solver_step(x_t, eps_theta, t, s, schedule, x0_prev, t_prev)
+    expected = dpm_solver.dpm_solver_step(x_t, eps_theta, t, s, schedule, x0_prev, t_prev)
     got = dpm_solver_step(x_t, eps_theta, t, s, schedule, x0_prev, t_prev)
     for a, b, what in zip(got, expected, ("x_s", "x0_theta")):
         assert_close(a, b, atol=2e-6, what=what)

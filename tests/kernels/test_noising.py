@@ -6,16 +6,17 @@ Runs natively when CUDA is present, else in Triton's interpreter on the CPU (sam
 import numpy as np
 import pytest
 import torch
-from compare import TOLERANCE, assert_close
 from hypothesis import example, given
 from hypothesis import strategies as st
+
 from minidiff.kernels import q_sample, runtime
+from minidiff.noising import Schedule, make_schedule
 from minidiff.reference import noising as ref
 from minidiff.reference import philox as ref_philox
-from minidiff.reference.schedules import make_schedule as make_ref_schedule
-from strategies import schedules, seeds
+from minidiff.reference.noising import make_schedule as make_ref_schedule
 
-from minidiff.schedules import Schedule, make_schedule
+from compare import TOLERANCE, assert_close
+from strategies import schedules, seeds
 
 DEVICE = "cuda" if runtime.on_cuda() else "cpu"  # chosen in conftest.py
 shapes = st.tuples(st.integers(0, 4)).flatmap(

@@ -8,17 +8,18 @@ Philox stream (`minidiff.reference.philox`), so in-kernel noise is checked eleme
 import numpy as np
 import pytest
 import torch
-from compare import TOLERANCE, assert_close
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
-from minidiff.kernels import ddim_step, ddpm_step, runtime
-from minidiff.reference import philox as ref_philox
-from minidiff.reference import samplers as ref
-from minidiff.reference.schedules import make_schedule as make_ref_schedule
-from strategies import schedules, seeds
 
 from minidiff import philox, samplers
-from minidiff.schedules import Schedule, make_schedule
+from minidiff.kernels import ddim_step, ddpm_step, runtime
+from minidiff.noising import Schedule, make_schedule
+from minidiff.reference import philox as ref_philox
+from minidiff.reference import samplers as ref
+from minidiff.reference.noising import make_schedule as make_ref_schedule
+
+from compare import TOLERANCE, assert_close
+from strategies import schedules, seeds
 
 DEVICE = "cuda" if runtime.on_cuda() else "cpu"  # chosen in conftest.py
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -55,7 +56,7 @@ def as_ref(x: torch.Tensor) -> np.ndarray:
 
 
 def tolerance(dtype, *coefficients):
-    """The dtype's (atol, rtol), atol scaled by the largest coefficient float32 errors pass through."""
+    """The dtype's (atol, rtol), atol scaled by the largest coefficient errors pass through."""
     atol, rtol = TOLERANCE[dtype]
     scale = max([1.0] + [float(np.max(c, initial=0.0)) for c in coefficients])
     return {"atol": atol * scale, "rtol": rtol}

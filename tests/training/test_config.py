@@ -7,8 +7,16 @@ import math
 import pytest
 
 from minidiff.cli import build_parser
-from minidiff.training.config import (CORES, PRESETS, SESSION_FIELDS, TrainConfig, learning_rate,
-                                      resumed_config, with_preset)
+from minidiff.training import runs
+from minidiff.training.config import (
+    CORES,
+    PRESETS,
+    SESSION_FIELDS,
+    TrainConfig,
+    learning_rate,
+    train_config,
+    with_preset,
+)
 from minidiff.utils.errors import MinidiffError
 from minidiff.utils.rules import rules
 
@@ -58,15 +66,17 @@ def test_rules_that_tie_fields_together(overrides, says):
         TrainConfig(**overrides)
 
 
-def test_presets_and_resumed_configs_are_checked_too():
+def test_presets_and_resumed_configs_are_checked_too(monkeypatch):
     assert with_preset("course").epochs == 32 and with_preset("course", epochs=1).epochs == 1
     with pytest.raises(MinidiffError, match="preset='nope'"):
         with_preset("nope")
     saved = dataclasses.asdict(TrainConfig(threads=1)) | {"threads": CORES + 8, "gone": 1}
-    resumed = resumed_config(saved, steps=2000)
-    assert (resumed.resume, resumed.steps, resumed.threads) == (True, 2000, CORES)
+    monkeypatch.setattr(runs, "saved_config", lambda out, kind: saved)
+    resumed = train_config({"resume": "runs/x", "steps": 2000})  # --resume runs/x --steps 2000
+    assert (resumed.resume, resumed.steps, resumed.threads, resumed.out) == (True, 2000, CORES,
+                                                                             "runs/x")
     with pytest.raises(MinidiffError, match="lr=2"):
-        resumed_config(saved, lr=2.0)
+        train_config({"resume": True, "out": "runs/x", "lr": 2.0})
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():

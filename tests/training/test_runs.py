@@ -15,6 +15,7 @@ import pytest
 from minidiff.training import train
 from minidiff.training.runs import METRICS_NAME, MetricsLog, RunLock, read_metrics
 from minidiff.utils.errors import MinidiffError
+
 from tiny_runs import TINY
 from tiny_runs import run_train as run_cli
 from tiny_runs import tiny as tiny_run

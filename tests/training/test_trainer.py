@@ -17,12 +17,14 @@ from pathlib import Path
 import pytest
 import torch
 
+import minidiff
+from minidiff.checkpoint import load_checkpoint
 from minidiff.training import TrainConfig, Trainer, train, with_preset
 from minidiff.training import trainer as trainer_module
-from minidiff.training.checkpoint import load_checkpoint, load_trained
 from minidiff.training.config import PRESETS
 from minidiff.training.progress import Progress
 from minidiff.utils.errors import MinidiffError
+
 from tiny_runs import tiny
 
 REPO = Path(__file__).resolve().parents[2]
@@ -112,7 +114,7 @@ def test_run_folder_holds_what_sampling_needs(tmp_path):
     names = {p.name for p in out.iterdir()}
     assert {"config.json", "metrics.jsonl", "checkpoint.pt", "samples.png",
             "samples_000002.png", "samples_000004.png"} <= names
-    trained = load_trained(out)  # weights_only load, EMA weights into a fresh network
+    trained = minidiff.load(out, device="cpu")  # weights_only load, EMA weights, a fresh network
     assert trained.classes == ["hero", "non-hero", "food", "spell", "side-facing"]
     assert trained.schedule.T == 500 and trained.model.arch == "minidiff"
 
@@ -204,35 +206,41 @@ def test_the_bar_counts_down_from_the_average_rate():
 
 def test_min_snr_weights_each_step_by_min_snr_gamma_over_snr(tmp_path):
     """Hang et al. 2023: w_t = min(SNR_t, gamma) / SNR_t on the eps loss; uniform is plain MSE."""
-    trainer = Trainer(tiny(tmp_path / "run", loss_weight="min-snr", snr_gamma=5.0))
+    trainer = Trainer(tiny(tmp_path / "run", loss_weight="min-snr", snr_gamma=5.0,
+                           prediction="eps"))
     try:
         t = torch.tensor([1, 250, 500])
         eps, eps_theta = torch.zeros(3, 3, 16, 16), torch.ones(3, 3, 16, 16)
         alpha_bar = trainer.schedule.alpha_bar[t]
         snr = alpha_bar / (1 - alpha_bar)
         expected = (torch.minimum(snr, torch.tensor(5.0)) / snr).mean()
-        assert torch.allclose(trainer.loss(eps_theta, eps, t), expected.float())
+        x_t = torch.randn(3, 3, 16, 16)  # an eps network's loss does not read it
+        assert torch.allclose(trainer.loss(eps_theta, x_t, eps, t), expected.float())
         assert snr[0] > 5 > snr[2]  # the clamp acts at small t only
         trainer.config.loss_weight, trainer.config.prediction = "uniform", "eps"
-        assert trainer.loss(eps_theta, eps, t) == 1.0  # the course's plain MSE
+        assert trainer.loss(eps_theta, x_t, eps, t) == 1.0  # the course's plain MSE
     finally:
         trainer.close()
 
 
-def test_v_prediction_trains_on_the_v_loss_and_loads_back_as_eps_theta(tmp_path):
-    """Uniform v loss = || v - v_theta ||^2 = || eps - eps_theta ||^2 / alpha_bar_t, and a saved
-    v run samples through the same eps_theta it trained with."""
+def test_v_prediction_trains_on_the_v_loss_and_loads_back_predicting_v(tmp_path):
+    """The uniform loss of a v network, written on eps through `eps_from_v`, is || v - v_theta ||^2
+    with v = `v_target(x0, t, eps)`; a saved v run loads back as the same v network."""
+    from minidiff.noising import q_sample, v_target
+
     out = tmp_path / "run"
     trainer = train(tiny(out, prediction="v"))
     try:
         t = torch.tensor([1, 250, 500])
-        eps, eps_theta = torch.zeros(3, 3, 16, 16), torch.ones(3, 3, 16, 16)
-        expected = (1 / trainer.schedule.alpha_bar[t]).mean()
-        assert torch.allclose(trainer.loss(eps_theta, eps, t), expected.float())
-        loaded = load_trained(out, weights="model").model
+        torch.manual_seed(0)
+        x0, eps, v_theta = (torch.randn(3, 3, 16, 16) for _ in range(3))
+        x_t = q_sample(x0, t, eps, trainer.schedule)
+        expected = ((v_target(x0, t, eps, trainer.schedule) - v_theta) ** 2).mean()
+        assert torch.allclose(trainer.loss(v_theta, x_t, eps, t), expected, rtol=1e-5)
+        loaded = minidiff.load(out, weights="model", device="cpu").model
         x, c = torch.randn(2, 3, 16, 16), torch.eye(5)[:2]
         with torch.no_grad():
             assert torch.equal(loaded(x, t[1:] / 500, c), trainer.model.eval()(x, t[1:] / 500, c))
-        assert loaded.alpha_bar is not None
+        assert loaded.prediction == "v"
     finally:
         trainer.close()

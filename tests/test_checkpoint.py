@@ -17,9 +17,9 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+import minidiff
+from minidiff.checkpoint import config_sha256, load_checkpoint, save_checkpoint
 from minidiff.cli import main
-from minidiff.training.checkpoint import (config_sha256, load_checkpoint, load_trained,
-                                          save_checkpoint)
 from minidiff.unet import UnetConfig, build_unet
 from minidiff.utils.errors import MinidiffError
 
@@ -68,7 +68,7 @@ def write_raw(path, state) -> Path:
 def test_a_good_checkpoint_loads_and_samples(good):
     state = load_checkpoint(good)
     assert state["config_sha256"] == config_sha256(state["config"])
-    trained = load_trained(good)
+    trained = minidiff.load(good, device="cpu")
     assert trained.classes == ["coin", "gem"] and trained.schedule.T == 20
 
 
@@ -243,7 +243,7 @@ def test_mutated_checkpoints_load_cleanly_or_give_one_line(edits):
         path = Path(folder) / "checkpoint.pt"
         path.write_bytes(data)
         try:
-            trained = load_trained(path)  # reads, checks, builds the network and the schedule
+            trained = minidiff.load(path, device="cpu")  # reads, checks, builds net and schedule
         except MinidiffError as error:
             message = str(error)
             assert "\n" not in message and str(path) in message, message

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "gpu.py"
 PARTS = ["environment", "tests", "kernels", "end_to_end", "training"]
 
@@ -69,7 +69,7 @@ def test_every_kernel_is_timed_against_eager_and_a_copy(dry_run):
 
 
 def test_end_to_end_times_every_sampler_and_loop(dry_run):
-    from minidiff.sampling import SAMPLERS
+    from minidiff.samplers import SAMPLERS
 
     timed = {(row["sampler"].rsplit("-", 1)[0], row["loop"])
              for row in rows(dry_run[0], "end_to_end")

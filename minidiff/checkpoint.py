@@ -32,15 +32,14 @@ import math
 import os
 import pickle
 import zipfile
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 
 import torch
 
-from minidiff.schedules import Schedule, make_schedule
-from minidiff.training.config import MAX_IMAGE_SIZE  # the image size rule's one owner
+from minidiff.data.limits import MAX_IMAGE_SIZE
+from minidiff.unet import PREDICTIONS, UnetConfig, build_unet
 from minidiff.utils.atomic import atomic_path
-from minidiff.utils.device import resolve_device
 from minidiff.utils.errors import MinidiffError
 
 FORMAT = "minidiff-checkpoint"
@@ -79,7 +78,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", kind: str = RUN
         raise MinidiffError(f"{path} is not a minidiff checkpoint (no '{FORMAT}' marker)")
     version = state.get("version")
     if not _is_int(version) or version < 1:
-        raise _malformed(path, f"its layout version is {_show(version)}")
+        raise malformed(path, f"its layout version is {_show(version)}")
     if version > VERSION:
         raise MinidiffError(f"{path} was written by a newer minidiff (layout {version}); "
                             "upgrade minidiff to read it")
@@ -140,15 +139,15 @@ def _corrupt(path: Path, why: str) -> MinidiffError:
     return MinidiffError(f"{path} is truncated or corrupted ({why}); {RETRAIN}")
 
 
-# %% The layout of a run's checkpoint
+# The layout of a run's checkpoint
 
 
 def check_run_state(state: dict, path: Path) -> None:
     """Refuse a run checkpoint whose layout, types, sizes or weights do not hold together."""
     config = state.get("config")
     if not isinstance(config, dict):
-        raise _malformed(path, f"its config is {_show(config)}, not a dict")
-    _check_plain(config, path)
+        raise malformed(path, f"its config is {_show(config)}, not a dict")
+    check_plain(config, path)
     stored = state.get("config_sha256")
     if stored is not None and stored != config_sha256(config):
         raise MinidiffError(f"{path}: its config was edited after training (the fingerprint no "
@@ -156,9 +155,9 @@ def check_run_state(state: dict, path: Path) -> None:
                             f"original file or train again")
     for name in ("unet", "schedule"):
         if not isinstance(config.get(name), dict):
-            raise _mismatch(path, f"config[{name!r}] is {_show(config.get(name))}")
+            raise mismatch(path, f"config[{name!r}] is {_show(config.get(name))}")
     if not isinstance(config.get("train", {}), dict):
-        raise _malformed(path, f"config['train'] is {_show(config['train'])}, not a dict")
+        raise malformed(path, f"config['train'] is {_show(config['train'])}, not a dict")
     _check_schedule(config["schedule"], path)
     n_cfeat = _check_unet(config["unet"], path)
     expected = _expected_weights(config["unet"], path)
@@ -168,19 +167,19 @@ def check_run_state(state: dict, path: Path) -> None:
         shape = latent.get("latent_shape") if isinstance(latent, dict) else None
         trained_at = shape[-1] if isinstance(shape, list) and shape else None
     if trained_at != config["unet"].get("height", trained_at):
-        raise _mismatch(path, f"the network is for {config['unet']['height']} px images but the "
+        raise mismatch(path, f"the network is for {config['unet']['height']} px images but the "
                               f"run trained on {_show(trained_at)} px")
     classes = state.get("classes", [])
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-        raise _malformed(path, f"its classes are {_show(classes)}, not a list of names")
+        raise malformed(path, f"its classes are {_show(classes)}, not a list of names")
     if len(classes) not in (0, n_cfeat):
-        raise _mismatch(path, f"{len(classes)} class names for a network of {n_cfeat} classes")
+        raise mismatch(path, f"{len(classes)} class names for a network of {n_cfeat} classes")
     for name in ("model", "ema"):
         if name == "model" or state.get(name) is not None:
-            _check_weights(state.get(name), expected, f"its {name} weights", path)
+            check_weights(state.get(name), expected, f"its {name} weights", path)
     for name in ("step", "ema_updates"):
         if name in state and not (_is_int(state[name]) and state[name] >= 0):
-            raise _malformed(path, f"{name} is {_show(state[name])}, not a count")
+            raise malformed(path, f"{name} is {_show(state[name])}, not a count")
     _check_optimizer(state.get("optimizer", {}), path)
 
 
@@ -194,10 +193,10 @@ def _check_optimizer(optimizer, path: Path) -> None:
     known = set(ids)
     ok = ok and all(_is_int(i) and i >= 0 for i in ids) and len(known) == len(ids)
     if not (ok and all(k in known and isinstance(v, dict) for k, v in per_id.items())):
-        raise _malformed(path, "its optimizer state is not a torch optimizer's state_dict")
+        raise malformed(path, "its optimizer state is not a torch optimizer's state_dict")
 
 
-def _check_plain(config, path: Path) -> None:
+def check_plain(config, path: Path) -> None:
     """Plain JSON-like values only, and a bounded number of them (a pickle can share one list
     many times over, which would make walking it, or hashing it, take forever)."""
     stack, seen = [config], 0
@@ -205,74 +204,70 @@ def _check_plain(config, path: Path) -> None:
         value = stack.pop()
         seen += 1
         if seen > MAX_CONFIG_NODES:
-            raise _malformed(path, f"its config holds over {MAX_CONFIG_NODES} values")
+            raise malformed(path, f"its config holds over {MAX_CONFIG_NODES} values")
         if isinstance(value, dict):
             if not all(isinstance(key, str) for key in value):
-                raise _malformed(path, "its config has a key that is not a string")
+                raise malformed(path, "its config has a key that is not a string")
             stack.extend(value.values())
         elif isinstance(value, (list, tuple)):
             stack.extend(value)
         elif not (value is None or isinstance(value, (str, bool, int, float))):
-            raise _malformed(path, f"its config holds a {type(value).__name__}")
+            raise malformed(path, f"its config holds a {type(value).__name__}")
 
 
 def _check_schedule(schedule: dict, path: Path) -> None:
     if set(schedule) != {"kind", "T", "beta1", "beta2"}:
-        raise _mismatch(path, f"the schedule has keys {sorted(schedule)}, expected kind, T, "
+        raise mismatch(path, f"the schedule has keys {sorted(schedule)}, expected kind, T, "
                               "beta1, beta2")
     if not (_is_int(schedule["T"]) and 1 <= schedule["T"] <= MAX_T):
-        raise _mismatch(path, f"the schedule's T={_show(schedule['T'])} is not 1..{MAX_T}")
+        raise mismatch(path, f"the schedule's T={_show(schedule['T'])} is not 1..{MAX_T}")
     betas = (schedule["beta1"], schedule["beta2"])
     if not all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b)
                for b in betas):
-        raise _mismatch(path, f"the schedule's betas {_show(betas)} are not finite numbers")
+        raise mismatch(path, f"the schedule's betas {_show(betas)} are not finite numbers")
 
 
 def _check_unet(unet: dict, path: Path) -> int:
     """UnetConfig's fields, each of its type, an image size within MAX_IMAGE_SIZE: n_cfeat."""
-    from minidiff.unet import PREDICTIONS, UnetConfig  # lazily: reading a file stays cheap
-
     names = {f.name for f in fields(UnetConfig)}
     if not set(unet) <= names:
-        raise _mismatch(path, f"unknown network settings {sorted(set(unet) - names)}")
+        raise mismatch(path, f"unknown network settings {sorted(set(unet) - names)}")
     for f in fields(UnetConfig):
         value = unet.get(f.name, f.default)
         wanted = (float, int) if isinstance(f.default, float) else type(f.default)  # str, int
         if not isinstance(value, wanted) or isinstance(value, bool):
-            raise _mismatch(path, f"the network's {f.name}={_show(value)} is not a "
+            raise mismatch(path, f"the network's {f.name}={_show(value)} is not a "
                                   f"{type(f.default).__name__}")
     if unet.get("prediction", UnetConfig.prediction) not in PREDICTIONS:
-        raise _mismatch(path, f"the network predicts {_show(unet['prediction'])}, not one of "
+        raise mismatch(path, f"the network predicts {_show(unet['prediction'])}, not one of "
                               f"{', '.join(PREDICTIONS)}")
     height = unet.get("height", UnetConfig.height)
     if height > MAX_IMAGE_SIZE:
-        raise _mismatch(path, f"its image size {height} is over {MAX_IMAGE_SIZE}")
+        raise mismatch(path, f"its image size {height} is over {MAX_IMAGE_SIZE}")
     return unet.get("n_cfeat", UnetConfig.n_cfeat)
 
 
 def _expected_weights(unet: dict, path: Path) -> dict:
     """{name: (shape, dtype)} of the network `unet` describes, built on the meta device."""
-    from minidiff.unet import UnetConfig, build_unet
-
     try:
         with torch.device("meta"):
-            model = build_unet(UnetConfig(**{**unet, "prediction": "eps"}))  # the same weights
+            model = build_unet(UnetConfig(**unet))
     except MinidiffError as error:  # the network's own rule for its settings
-        raise _mismatch(path, str(error).split(";")[0]) from None
+        raise mismatch(path, str(error).split(";")[0]) from None
     return {name: (tuple(t.shape), t.dtype) for name, t in model.state_dict().items()}
 
 
-def _check_weights(weights, expected: dict, what: str, path: Path) -> None:
+def check_weights(weights, expected: dict, what: str, path: Path) -> None:
     if not isinstance(weights, dict) or not all(isinstance(t, torch.Tensor)
                                                 for t in weights.values()):
-        raise _malformed(path, f"{what} are not a state_dict of tensors")
+        raise malformed(path, f"{what} are not a state_dict of tensors")
     missing, extra = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
     if missing or extra:
-        raise _mismatch(path, f"{what} lack {missing[:3]} and have unknown {extra[:3]}")
+        raise mismatch(path, f"{what} lack {missing[:3]} and have unknown {extra[:3]}")
     for name, (shape, dtype) in expected.items():
         tensor = weights[name]
         if tuple(tensor.shape) != shape or tensor.dtype != dtype:
-            raise _mismatch(path, f"{what} hold {name} as {tuple(tensor.shape)} {tensor.dtype}, "
+            raise mismatch(path, f"{what} hold {name} as {tuple(tensor.shape)} {tensor.dtype}, "
                                   f"but the config's network needs {shape} {dtype}")
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise MinidiffError(f"{path}: {what} are not finite ({name} holds NaN or inf: the run "
@@ -280,12 +275,12 @@ def _check_weights(weights, expected: dict, what: str, path: Path) -> None:
                                 "lower --lr")
 
 
-def _malformed(path: Path, why: str) -> MinidiffError:
+def malformed(path: Path, why: str) -> MinidiffError:
     return MinidiffError(f"{path} is not laid out as minidiff writes checkpoints ({why}); "
                          f"{RETRAIN}")
 
 
-def _mismatch(path: Path, why: str) -> MinidiffError:
+def mismatch(path: Path, why: str) -> MinidiffError:
     return MinidiffError(f"{path} does not match this minidiff's network or schedule ({why}); "
                          f"{RETRAIN}")
 
@@ -298,7 +293,7 @@ def _show(value) -> str:
     return repr(value)[:60]
 
 
-# %% Finding and loading a run
+# Finding a run
 
 
 def resolve_checkpoint(run_or_ckpt: str | os.PathLike | None = None, runs_dir="runs") -> Path:
@@ -318,32 +313,3 @@ def resolve_checkpoint(run_or_ckpt: str | os.PathLike | None = None, runs_dir="r
         raise MinidiffError(f"no checkpoint at {path}: pass a run folder or a {CHECKPOINT_NAME} "
                             "file")
     return path
-
-
-@dataclass
-class Trained:
-    """A trained model ready to sample: the network in eval mode and what it was trained with."""
-
-    model: torch.nn.Module
-    schedule: Schedule
-    classes: list[str]
-    config: dict
-    path: Path
-
-
-def load_trained(run_or_ckpt=None, device="cpu", weights: str = "ema", runs_dir="runs") -> Trained:
-    """Load a run for sampling: EMA weights where the run kept them (`weights="model"` for the raw
-    ones), the schedule it was trained with, and its class names."""
-    from minidiff.unet import UnetConfig, build_unet  # the network imports lazily: loading is cheap
-
-    path = resolve_checkpoint(run_or_ckpt, runs_dir)
-    device = resolve_device(device)
-    state = load_checkpoint(path)  # checked: the weights fit the config's network
-    config = state["config"]
-    try:
-        schedule = make_schedule(**config["schedule"], device=device)
-    except ValueError as error:
-        raise _mismatch(path, str(error).splitlines()[0][:120]) from None
-    model = build_unet(UnetConfig(**config["unet"]), alpha_bar=schedule.alpha_bar)
-    model.load_state_dict(state["ema"] if weights == "ema" and state.get("ema") else state["model"])
-    return Trained(model.to(device).eval(), schedule, list(state.get("classes", [])), config, path)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))  # latent.py imports train_quality beside it
 spec = importlib.util.spec_from_file_location("latent", REPO / "benchmarks" / "latent.py")
 latent = importlib.util.module_from_spec(spec)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("train_quality",
                                               REPO / "benchmarks" / "train_quality.py")
 train_quality = importlib.util.module_from_spec(spec)
