@@ -23,14 +23,14 @@ import numpy as np
 import torch
 
 from minidiff.cli import flags
-from minidiff.cli.outputs import Output, check_outputs, free_stem, write_together
+from minidiff.cli.outputs import Output, check_outputs, free_stem, made_by, write_together
 from minidiff.data.images import NORMALIZE, columns, save_gif, save_grid
 from minidiff.pipeline import BATCH_SIZE, MIX_WEIGHTS, Pipeline, load, mix_weight
 from minidiff.samplers import ETA, FEW_STEP, SamplerConfig, load_kernels
-from minidiff.training.config import CORES
 from minidiff.utils.atomic import write_npy
 from minidiff.utils.errors import MinidiffError
 from minidiff.utils.rules import rules
+from minidiff.utils.threads import CORES
 
 MAX_N = 100_000  # sprites per command: the uint8 result stays under 100 MB at 16x16
 SHOWN = 1024  # the most sprites a PNG grid or GIF shows (the first ones; --npy keeps all)
@@ -244,8 +244,8 @@ def contexts_asked(args, pipe: Pipeline):
 
 def plan_outputs(args, pipe: Pipeline, config: SamplerConfig) -> list[Output]:
     """The files this command writes: the flags' paths, else default names in the run folder."""
-    updates = len(config.timesteps(pipe.schedule.T)) - 1
-    stem = f"{config.sampler}-{updates}-seed{args.seed}"
+    stem = made_by(config, pipe.schedule.T, f"seed{args.seed}", classes=args.classes and [
+        name.strip() for name in args.classes.split(",") if name.strip()], mix=args.mix)
     folder = run_folder(pipe) / "samples"
     defaults = free_stem(folder, stem, [".png", ".gif", ".npy", "_contexts.npy"])
     base = Path(args.out).with_suffix("") if args.out else defaults

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,13 +26,13 @@ from minidiff.reference.noising import KINDS as SCHEDULES
 from minidiff.unet import ARCHS, PATCHES, PREDICTIONS
 from minidiff.utils.errors import MinidiffError
 from minidiff.utils.rules import check_settings, setting
+from minidiff.utils.threads import CORES
 
 OPTIMIZERS = ("adamw", "adam")
 LR_SCHEDULES = ("cosine", "constant", "course")
 PRECISIONS = ("auto", "fp32", "bf16")
 LOSS_WEIGHTS = ("uniform", "min-snr")
 LOSSES = ("l1", "mse")  # the autoencoder's reconstruction loss
-CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 MAX_IMAGES = 1_000_000  # 3 GB of float32 16x16 RGB: more does not fit a laptop's memory
 
 
@@ -80,8 +79,9 @@ def device_setting():
 
 
 def threads_setting():
-    return setting(None, "torch CPU threads (default: torch's choice, all cores); resuming with "
-                   "another count is allowed but not bit-for-bit", low=1, high=CORES,
+    return setting(None, "torch CPU threads (default: the cores no other process is running on "
+                   "when it starts, saved with the run); resuming with another count is "
+                   "allowed but not bit-for-bit", low=1, high=CORES,
                    why=f"this machine has {CORES} cores")
 
 

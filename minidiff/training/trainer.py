@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -48,6 +49,7 @@ from minidiff.training.progress import Budget, Progress
 from minidiff.unet import UnetConfig, build_unet
 from minidiff.utils.device import fast_bf16, resolve_device
 from minidiff.utils.errors import MinidiffError
+from minidiff.utils.threads import CORES, training_threads
 
 
 def train(config: TrainConfig, on_step=None) -> Trainer:
@@ -72,6 +74,12 @@ class Trainer:
         self.step, self.total, self.saved_step = 0, None, None
         self.finished, self.lock, self.metrics, self.ema = False, None, None, None
         try:
+            if config.threads is None and "OMP_NUM_THREADS" not in os.environ:
+                self.config = config = dataclasses.replace(config, threads=training_threads())
+                if config.threads < CORES:
+                    self.say(f"another process is running on {CORES - config.threads} of the "
+                             f"{CORES} cores: training on {config.threads} thread(s), which hold "
+                             f"their speed beside it (--threads {CORES} takes every core)")
             if config.threads:
                 torch.set_num_threads(config.threads)
             self.setup(config)

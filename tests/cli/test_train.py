@@ -178,9 +178,9 @@ def test_size_like_flags_are_bounded_and_nothing_is_written(tmp_path, argv, says
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    """A 4-step run trained to its end (torch's default thread count)."""
+    """A 4-step run trained to its end on 2 threads."""
     out = tmp_path_factory.mktemp("finished") / "run"
-    flags_ = [a for a in TINY if a not in ("--threads", "1")]
+    flags_ = [a for a in TINY if a not in ("--threads", "1")] + ["--threads", "2"]
     assert cli.main(["train", *flags_, "--steps", "4", "--log-every", "2", "--out", str(out)]) == 0
     return out
 
@@ -211,7 +211,7 @@ def test_resuming_with_another_thread_count_is_allowed_with_a_note(finished_run,
                      "--threads", "1"])
     printed = capsys.readouterr().out
     assert code == 0
-    assert "note: --threads 1 differs from the default this run trained with" in printed
+    assert "note: --threads 1 differs from the 2 this run trained with" in printed
     assert "not be bit-for-bit" in printed
     assert load_checkpoint(finished_run / "checkpoint.pt")["step"] == 6
 

@@ -21,7 +21,7 @@ import minidiff
 from minidiff.checkpoint import load_checkpoint
 from minidiff.training import TrainConfig, Trainer, train, with_preset
 from minidiff.training import trainer as trainer_module
-from minidiff.training.config import PRESETS
+from minidiff.training.config import PRESETS, train_config
 from minidiff.training.progress import Progress
 from minidiff.utils.errors import MinidiffError
 
@@ -244,3 +244,42 @@ def test_v_prediction_trains_on_the_v_loss_and_loads_back_predicting_v(tmp_path)
         assert loaded.prediction == "v"
     finally:
         trainer.close()
+
+
+@pytest.mark.parametrize("busy", [0, 1, 64])
+def test_threads_default_to_the_cores_no_other_process_runs_on(tmp_path, monkeypatch, capsys,
+                                                               busy):
+    """Without --threads (and OMP_NUM_THREADS) a run takes the cores left free when it starts,
+    saves that count, and a resume continues with it, so the run stays bit-exact."""
+    from minidiff.utils import threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "CORES", 2)
+    monkeypatch.setattr(trainer_module, "CORES", 2)
+    monkeypatch.setattr(threads, "busy_cores", lambda: busy)
+    before = torch.get_num_threads()
+    train(tiny(tmp_path / "run", threads=None, steps=2, checkpoint_every=0))
+    expected = max(1, 2 - busy)
+    saved = final_state(tmp_path / "run")["config"]["train"]["threads"]
+    assert saved == expected
+    said = capsys.readouterr().out
+    assert ("another process is running" in said) == (expected < 2), said
+    assert torch.get_num_threads() == before, "the run gives torch its thread count back"
+    monkeypatch.setattr(threads, "busy_cores", lambda: 0)  # quiet now: the resume keeps the count
+    config = train_config({"out": str(tmp_path / "run"), "resume": True,
+                          "steps": 4})
+    assert config.threads == expected
+
+
+def test_busy_cores_reads_the_kernels_count_of_running_threads(tmp_path, monkeypatch):
+    from minidiff.utils import threads
+
+    stat = tmp_path / "stat"
+    monkeypatch.setattr(threads, "PROC_STAT", stat)
+    stat.write_text("cpu  1 2 3\nprocs_running 3\nprocs_blocked 0\n")
+    assert threads.busy_cores(samples=2, interval=0) == 2  # the reader itself is not busy
+    stat.write_text("cpu  1 2 3\nprocs_running 1\n")
+    assert threads.busy_cores(samples=1) == 0
+    monkeypatch.setattr(threads, "PROC_STAT", tmp_path / "missing")
+    assert threads.busy_cores() == 0
+    assert threads.training_threads(busy=0) == threads.CORES
