@@ -20,12 +20,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 BLOCKS = re.findall(r"^```(bash|python)\n(.*?)^```", README, flags=re.MULTILINE | re.DOTALL)
-TINY = "--steps 4 --n-feat 8 --n-images 64 --batch-size 16"  # seconds, not minutes
+TINY = "--steps 4 --n-images 256"  # seconds, not minutes: fewer steps on fewer built-in sprites
 SMALL = {  # README command (comment dropped) -> what the test runs instead
     "python -m minidiff train --out runs/sprites": f"python -m minidiff train --out runs/sprites "
                                                    f"{TINY}",
     "python -m minidiff eval --n 1000": "python -m minidiff eval --n 40 --classifier-steps 10",
-    "python -m minidiff train --out runs/sprites --resume --steps 2000":
+    "python -m minidiff train --out runs/sprites --resume --steps 5000":
         "python -m minidiff train --out runs/sprites --resume --steps 8",
     "python -m minidiff train --data course_layout/sprites_16x16.npy --labels "
     "course_layout/sprites_labels_16x16.npy --out runs/from-npy":
@@ -36,14 +36,16 @@ SMALL = {  # README command (comment dropped) -> what the test runs instead
     "torchrun --nproc_per_node=2 -m minidiff train --out runs/ddp":
         f"torchrun --nproc_per_node=2 -m minidiff train --out runs/ddp {TINY}",
     "python -m minidiff train-autoencoder --out runs/ae":
-        "python -m minidiff train-autoencoder --out runs/ae --steps 4 --n-feat 8 --n-images 64 "
-        "--batch-size 16",
+        f"python -m minidiff train-autoencoder --out runs/ae {TINY}",
     "python -m minidiff train --autoencoder runs/ae --out runs/latent":
         f"python -m minidiff train --autoencoder runs/ae --out runs/latent {TINY}",
     "python tutorials/01_noising.py": "python tutorials/01_noising.py",  # small: see ENV
+    # every chapter runs as a notebook in tests/test_tutorials.py; here the first, at full size
     "python -m minidiff tutorials --notebooks notebooks/":
         "python -m minidiff tutorials --notebooks notebooks/ --chapters 1",
 }
+# What SMALL may change: only how much is done (steps, images, chapters), never what
+SIZES = {"--steps", "--n-images", "--n", "--classifier-steps", "--chapters"}
 # What the README's Python block returns, as it documents: float32 in [-1, 1], uint8 pixels
 PYTHON_CHECKS = """
 import torch
@@ -89,6 +91,45 @@ def test_small_table_matches_the_readme():
                 for line in code.splitlines() if line.strip()}
     stale = set(SMALL) - commands
     assert not stale, f"SMALL names lines the README no longer has: {stale}"
+
+
+def flags_of(command: str) -> tuple[list[str], dict[str, str]]:
+    """(the words before the first flag, {flag: value or ''})."""
+    words = shlex.split(command)
+    first = next((i for i, w in enumerate(words) if w.startswith("--")), len(words))
+    flags, i = {}, first
+    while i < len(words):
+        value = words[i + 1] if i + 1 < len(words) and not words[i + 1].startswith("--") else ""
+        flags[words[i]] = value
+        i += 2 if value else 1
+    return words[:first], flags
+
+
+def test_small_commands_only_do_less():
+    """A SMALL line is its README line with fewer steps, images or chapters: every other word as
+    written, so the suite runs each command's real arguments."""
+    for line, small in SMALL.items():
+        (head, flags), (small_head, small_flags) = flags_of(line), flags_of(small)
+        assert small_head == head, small
+        changed = {f for f in flags.keys() | small_flags.keys()
+                   if flags.get(f) != small_flags.get(f)}
+        assert changed <= SIZES, f"{small!r} changes {changed - SIZES}, not only sizes"
+        for flag in changed & flags.keys() & small_flags.keys():
+            if flag != "--chapters":
+                assert int(small_flags[flag]) < int(flags[flag]), f"{small!r} does more"
+
+
+def test_resume_example_continues_past_where_the_quick_start_stops():
+    """The README's resume line is run small (8 steps after 4); at its real sizes too it must
+    continue the quick start's run, which stops at the default step count."""
+    from minidiff.training import TrainConfig
+
+    (line,) = [line for line in SMALL if "--resume" in line]
+    steps, default = int(flags_of(line)[1]["--steps"]), TrainConfig().steps
+    assert steps > default, (f"the README resumes runs/sprites to {steps} steps, but the quick "
+                             f"start already trains {default}")
+    assert f"continue it to {steps:,} steps" in README
+    assert int(flags_of(SMALL[line])[1]["--steps"]) > int(flags_of(TINY)[1]["--steps"])
 
 
 def test_every_block_runs(tmp_path):
