@@ -1,10 +1,15 @@
-"""Every tutorial runs, top to bottom, at small sizes, and checks its own lesson; every picture it
-saves is announced; and tutorials and code point at each other, both ways.
+"""Every tutorial runs, top to bottom, at small sizes, as the executed notebook a learner gets
+from `python -m minidiff tutorials --notebooks DIR`, and checks its own lesson; every picture it
+saves is announced; every module a chapter needs comes with the `[notebooks]` extra; and tutorials
+and code point at each other, both ways.
 
-The chapters run in order in one shared OUT folder, as a reader runs them: chapter 2 trains the
-small run that chapters 4, 5 and 6 then reuse, and the feature classifier is trained once.
+The chapters run in order in one shared DIR, as a reader runs them: chapter 2 trains the small run
+that chapters 4, 5 and 6 then reuse, and the feature classifier is trained once. (Chapters 1 and
+3 also run as plain scripts, in tests/test_readme.py, which runs the README's lines.)
 """
 
+import ast
+import json
 import os
 import re
 import subprocess
@@ -19,24 +24,70 @@ CITED = re.compile(r"`((?:minidiff|reference|kernels|tests|benchmarks)/[\w/]+\.p
 NAMES_A_CHAPTER = re.compile(r"^Tutorials?: (.*)$", re.MULTILINE)  # a module's pointer line
 CHAPTER = re.compile(r"tutorials/(\d\d_\w+\.py)")
 PICTURES = (".png", ".gif")
+# the import name of each distribution the package and its extras name
+IMPORT_NAMES = {"pillow": "PIL", "jupytext": "jupytext", "nbclient": "nbclient",
+                "ipykernel": "ipykernel", "pytest": "pytest", "hypothesis": "hypothesis",
+                "numpy": "numpy", "torch": "torch", "triton": "triton", "einops": "einops",
+                "rich": "rich"}
 
 
 @pytest.fixture(scope="module")
-def out(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("tutorials")
+def notebooks(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("notebooks")
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
-def test_chapter_runs_and_checks_its_lesson(chapter, out):
-    env = {**os.environ, "MINIDIFF_TUTORIAL_SMALL": "1", "MINIDIFF_TUTORIAL_OUT": str(out)}
-    result = subprocess.run([sys.executable, chapter.name], cwd=chapter.parent, env=env,
-                            capture_output=True, text=True, timeout=900, check=False)
+def test_chapter_runs_as_a_notebook_and_checks_its_lesson(chapter, notebooks):
+    env = {**os.environ, "PYTHONPATH": ""}
+    result = subprocess.run([sys.executable, "-m", "minidiff", "tutorials", "--notebooks",
+                             str(notebooks), "--chapters", str(int(chapter.name[:2])), "--small"],
+                            env=env, capture_output=True, text=True, timeout=900, check=False)
     assert result.returncode == 0, f"{chapter.name} failed:\n{result.stderr[-3000:]}"
-    pictures = [p for p in out.iterdir() if p.name.startswith(chapter.name[:3])
+    assert "\x1b[" not in result.stdout + result.stderr, "colour codes reached a log"
+    assert "without encryption" not in result.stderr, "the kernel's TCP warning reached the learner"
+    cells = json.loads((notebooks / f"{chapter.stem}.ipynb").read_text())["cells"]
+    printed = "".join("".join(out.get("text", "")) for cell in cells
+                      for out in cell.get("outputs", []) if out["output_type"] == "stream")
+    pictures = [p for p in (notebooks / "out").iterdir() if p.name.startswith(chapter.name[:3])
                 and p.suffix in PICTURES]
     assert pictures, f"{chapter.name} saved no pictures"
-    silent = [p.name for p in pictures if p.name not in result.stdout]
+    silent = [p.name for p in pictures if p.name not in printed]
     assert not silent, f"{chapter.name} saves {silent} without saying so"
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The top-level modules a file imports, and those it runs with `python -m X`."""
+    tree = ast.parse(path.read_text())
+    names = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+             for alias in node.names}
+    names |= {node.module.split(".")[0] for node in ast.walk(tree)
+              if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+    strings = [node.value for node in ast.walk(tree)
+               if isinstance(node, ast.Constant) and isinstance(node.value, str)]
+    names |= {b for a, b in zip(strings, strings[1:]) if a == "-m"}
+    return names
+
+
+def test_every_module_a_chapter_needs_comes_with_the_notebooks_extra():
+    """A learner installs `.[notebooks]` only: what the chapters import (and the property tests
+    chapter 7 runs) must be the standard library, minidiff, the chapters' helpers, or a package
+    of the base dependencies or that extra."""
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    lists = [re.search(rf"^{key} = \[(.*?)\]", pyproject, re.MULTILINE | re.DOTALL).group(1)
+             for key in ("dependencies", "notebooks")]
+    wanted = [d for text in lists for d in re.findall(r'"([^"]+)"', text)]
+    provided = {IMPORT_NAMES[re.split(r"[<>=!~;\[ ]", d)[0].lower()] for d in wanted}
+    helpers = {p.stem for p in (ROOT / "tutorials").glob("_*.py")}
+    for chapter in CHAPTERS:
+        needed = imported_modules(chapter)
+        if "pytest" in needed:  # it runs tests: what the tests it cites import, and conftest's
+            tests = [p for p in CITED.findall(chapter.read_text()) if p.startswith("tests/")]
+            for path in [*tests, "tests/conftest.py"]:
+                needed |= imported_modules(ROOT / path)
+        local = {p.stem for p in (ROOT / "tests").glob("*.py")}  # the tests' own helpers
+        missing = {m for m in needed - provided - helpers - local - {"minidiff"}
+                   if m not in sys.stdlib_module_names}
+        assert not missing, f"{chapter.name} needs {missing}, which `.[notebooks]` does not install"
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)

@@ -304,7 +304,8 @@ first_line = min(d.lineno for d in test_node.decorator_list)
 print("\n".join(test_text.splitlines()[first_line - 1 : test_node.end_lineno]))
 
 # %% [markdown]
-# Run it here, with the derandomised CI profile (`tests/conftest.py`):
+# Run it here, with the derandomised CI profile (`tests/conftest.py`). It needs pytest and
+# Hypothesis, which the `[notebooks]` extra installs beside the notebook tools (as `[test]` does):
 
 # %%
 result = subprocess.run(
@@ -313,8 +314,9 @@ result = subprocess.run(
     cwd=ROOT, env={**os.environ, "HYPOTHESIS_PROFILE": "ci"},
     capture_output=True, text=True, timeout=300, check=False,
 )
-print(result.stdout.strip().splitlines()[-1])
-assert result.returncode == 0, result.stdout[-2000:]
+summary = (result.stdout.strip() or result.stderr.strip() or "no output").splitlines()[-1]
+print(summary)
+assert result.returncode == 0, (result.stdout + result.stderr)[-2000:]
 
 # %% [markdown]
 # ## And on a GPU?

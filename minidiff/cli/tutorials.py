@@ -11,7 +11,8 @@ place, ready to open in Jupyter, VS Code or Colab. The chapters' helper modules 
 land in DIR/out. Chapters 2, 5 and 6 reuse chapter 4's run when it is in DIR/out (run them in
 order), or train it themselves.
 
-Needs the notebook extra: `pip install -e ".[notebooks]"` (jupytext, nbclient, ipykernel).
+Needs the notebook extra: `pip install -e ".[notebooks]"` (jupytext, nbclient, ipykernel; pytest
+and Hypothesis for chapter 7's property test).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import base64
 import os
 import re
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +32,7 @@ TUTORIALS = Path(__file__).resolve().parents[2] / "tutorials"  # beside the pack
 HELPERS = ("_tutorial.py", "_trained.py", "_plot.py")
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 SAVED = re.compile(r"(/\S+?\.png)\b")  # the absolute paths a chapter prints as it saves pictures
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # the colours of IPython's tracebacks
 
 
 def add_arguments(parser) -> None:
@@ -54,25 +57,40 @@ def main(args) -> int:
     os.environ["MINIDIFF_TUTORIAL_OUT"] = str((out / "out").resolve())  # the kernels inherit it
     if args.small:  # else the environment decides, as for `python tutorials/01_noising.py`
         os.environ["MINIDIFF_TUTORIAL_SMALL"] = "1"
-    for chapter in chapters:
-        notebook = jupytext.read(chapter)
-        notebook.metadata["kernelspec"] = KERNELSPEC
-        start = time.perf_counter()
-        client = NotebookClient(notebook, timeout=args.timeout, kernel_name=KERNELSPEC["name"],
-                                resources={"metadata": {"path": str(out)}})
-        path = out / f"{chapter.stem}.ipynb"
-        try:
-            client.execute()
-        except CellExecutionError as error:
-            last = [line for line in str(error).splitlines() if line.strip()][-1]
-            raise MinidiffError(f"{chapter.name} stopped in a cell: {last} (the notebook, with "
-                                f"the traceback in that cell, is {path})") from None
-        finally:  # a failed chapter is still written, with the error in its cell
-            show_pictures(notebook)
-            jupytext.write(notebook, path, fmt="ipynb")
-        print(f"{path}: {len(notebook.cells)} cells run in {time.perf_counter() - start:.0f} s")
+    with tempfile.TemporaryDirectory(prefix="minidiff-kernels-") as sockets:
+        for chapter in chapters:
+            notebook = jupytext.read(chapter)
+            notebook.metadata["kernelspec"] = KERNELSPEC
+            start = time.perf_counter()
+            km = kernel_manager(Path(sockets))
+            client = NotebookClient(notebook, km=km, timeout=args.timeout,
+                                    resources={"metadata": {"path": str(out)}})
+            path = out / f"{chapter.stem}.ipynb"
+            try:
+                client.execute()
+            except CellExecutionError as error:
+                lines = [line for line in ANSI.sub("", str(error)).splitlines() if line.strip()]
+                raise MinidiffError(f"{chapter.name} stopped in a cell: {lines[-1]} (the notebook, "
+                                    f"with the traceback in that cell, is {path})") from None
+            finally:  # a failed chapter is still written, with the error in its cell
+                if km.has_kernel:
+                    km.shutdown_kernel()
+                show_pictures(notebook)
+                jupytext.write(notebook, path, fmt="ipynb")
+            print(f"{path}: {len(notebook.cells)} cells run in {time.perf_counter() - start:.0f} s")
     print(f"pictures in {out / 'out'}; open the notebooks with `jupyter lab {out}`")
     return 0
+
+
+def kernel_manager(sockets: Path):
+    """A Python kernel for one chapter. Over IPC (local socket files) where the system has them:
+    nothing listens on a TCP port, and ipykernel has no "running over TCP without encryption"
+    warning to print beside every chapter."""
+    from jupyter_client.manager import KernelManager  # installed with nbclient
+
+    if os.name != "posix":
+        return KernelManager(kernel_name=KERNELSPEC["name"])
+    return KernelManager(kernel_name=KERNELSPEC["name"], transport="ipc", ip=str(sockets / "k"))
 
 
 def show_pictures(notebook) -> None:
