@@ -65,3 +65,50 @@ def test_help_shows_each_default_once(capsys):
     assert "what to call it (default: the date)" in text and text.count("default") == 6
     assert "--n N how many images (default: 32)" in text
     assert flags.show_default(0.004) == "0.004" and flags.show_default(20000) == "20,000"
+
+
+# Commands that go together take the same flag for the same thing: a learner who trains the
+# autoencoder and then the latent diffusion model on it types one set of data flags.
+TOGETHER = {("train", "train-autoencoder"): ["--data", "--labels", "--classes", "--n-images",
+                                              "--image-size", "--threads", "--minutes", "--steps",
+                                              "--batch-size", "--lr", "--warmup-steps", "--n-feat",
+                                              "--seed", "--device", "--out", "--resume",
+                                              "--log-every", "--checkpoint-every", "--progress"],
+            ("sample", "eval"): ["--run", "--threads", "--seed", "--device"]}
+PROBES = [None, "", "3", "0", "-1", "2.5", "1e30", "nan", "abc", "a,b,c", "runs/x"]
+
+
+def outcome(parser, flag: str, value):
+    """What a parser makes of `flag value` (or the flag alone): the parsed value, or 'refused'."""
+    argv = [flag] if value is None else [flag, value]
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:
+        return "refused"
+    action = next(a for a in parser._actions if flag in a.option_strings)
+    return getattr(args, action.dest, "absent")
+
+
+def subparsers():
+    from minidiff.cli import build_parser
+
+    top = build_parser()
+    (sub,) = [a for a in top._actions if a.dest == "command"]
+    return sub.choices
+
+
+@pytest.mark.parametrize("commands", list(TOGETHER), ids="-and-".join)
+def test_commands_that_go_together_take_the_same_flags(commands, capsys):
+    parsers = subparsers()
+    first, second = (parsers[name] for name in commands)
+    for flag in TOGETHER[commands]:
+        for parser, name in ((first, commands[0]), (second, commands[1])):
+            assert flag in parser._option_string_actions, f"`{name}` has no {flag}"
+        for value in PROBES:
+            if value is None and first._option_string_actions[flag].nargs != 0 and \
+                    first._option_string_actions[flag].nargs != "?":
+                continue
+            a, b = outcome(first, flag, value), outcome(second, flag, value)
+            assert a == b, (f"{flag} {value!r}: `{commands[0]}` gives {a!r}, `{commands[1]}` "
+                            f"{b!r}")
+    capsys.readouterr()  # argparse's refusals, printed to stderr
