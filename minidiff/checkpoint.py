@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 
 from minidiff.data.limits import MAX_IMAGE_SIZE
+from minidiff.data.sprites import CLASSES as SPRITE_CLASSES
 from minidiff.unet import PREDICTIONS, UnetConfig, build_unet
 from minidiff.utils.atomic import atomic_path
 from minidiff.utils.errors import MinidiffError
@@ -65,17 +66,22 @@ def config_sha256(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=repr).encode()).hexdigest()
 
 
-def load_checkpoint(path: str | os.PathLike, map_location="cpu", kind: str = RUN) -> dict:
+def load_checkpoint(path: str | os.PathLike, map_location="cpu", kind: str = RUN,
+                    course: bool = False) -> dict:
     """Read a checkpoint of `kind`, refusing anything missing, torn, foreign, edited, not plain
-    data, or whose weights do not fit its config (see the module docstring)."""
+    data, or whose weights do not fit its config (see the module docstring). `course`: a
+    state_dict saved by the course's notebook is read too, as `course_checkpoint` lays it out."""
     path = Path(path)
     if not path.is_file():
         raise MinidiffError(f"no checkpoint at {path}: pass a run folder or a {CHECKPOINT_NAME} "
                             "file")
     _check_archive(path)
     state = _unpickle(path, map_location)
+    if course and isinstance(state, dict) and "format" not in state and COURSE_KEY in state:
+        state = course_checkpoint(state, path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise MinidiffError(f"{path} is not a minidiff checkpoint (no '{FORMAT}' marker)")
+        also = ", nor a state_dict of the course's ContextUnet" if course else ""
+        raise MinidiffError(f"{path} is not a minidiff checkpoint (no '{FORMAT}' marker){also}")
     version = state.get("version")
     if not _is_int(version) or version < 1:
         raise malformed(path, f"its layout version is {_show(version)}")
@@ -89,6 +95,44 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", kind: str = RUN
     if kind == RUN:
         check_run_state(state, path)
     return state
+
+
+# ---- The course's own weights ----
+
+COURSE_KEY = "init_conv.conv1.0.weight"  # the first weight of the course's ContextUnet
+COURSE_SCHEDULE = {"kind": "linear", "T": 500, "beta1": 1e-4, "beta2": 0.02}  # COURSE.md
+
+
+def course_checkpoint(weights: dict, path: Path) -> dict:
+    """The course's `torch.save(nn_model.state_dict(), "model_31.pth")` as a minidiff checkpoint
+    of the "course" network, eps-predicting, on the course's schedule; its size read off the
+    weights: in_channels and n_feat from init_conv, n_cfeat from contextembed1, height from up0's
+    h/4 x h/4 kernel. The course builds init_conv's 3 -> n_feat shortcut afresh (random) on every
+    call, so its file holds none: here it is zero, that random conv's mean."""
+    try:
+        n_feat, in_channels = weights[COURSE_KEY].shape[:2]
+        n_cfeat = weights["contextembed1.model.0.weight"].shape[1]
+        height = 4 * weights["up0.0.weight"].shape[-1]
+    except (KeyError, AttributeError, ValueError, IndexError) as error:
+        raise MinidiffError(f"{path} is not a state_dict of the course's ContextUnet (no usable "
+                            f"{error}); pass a minidiff run folder or the course's model_N.pth"
+                            ) from None
+    unet = {"arch": "course", "in_channels": int(in_channels), "n_feat": int(n_feat),
+            "n_cfeat": int(n_cfeat), "height": int(height), "prediction": "eps"}
+    expected = _expected_weights(unet, path)
+    shortcut = {name: torch.zeros(shape, dtype=dtype) for name, (shape, dtype) in expected.items()
+                if name.startswith("init_conv.shortcut.")}
+    names = set(weights) | set(shortcut)
+    if names != set(expected):
+        wrong = sorted(names ^ set(expected))
+        raise MinidiffError(f"{path} is not a state_dict of the course's ContextUnet: "
+                            f"{len(wrong)} weight names differ, e.g. {wrong[0]!r}; pass a "
+                            "minidiff run folder or the course's model_N.pth")
+    classes = list(SPRITE_CLASSES) if n_cfeat == len(SPRITE_CLASSES) else [
+        str(k) for k in range(n_cfeat)]
+    config = {"unet": unet, "schedule": dict(COURSE_SCHEDULE), "course_weights": path.name}
+    return {"format": FORMAT, "version": VERSION, "config": config, "classes": classes,
+            "model": {**weights, **shortcut}, "ema": None}
 
 
 def _check_archive(path: Path) -> None:

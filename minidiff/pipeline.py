@@ -58,7 +58,7 @@ def load(run_or_ckpt: str | os.PathLike | None = None, device="auto", weights: s
     was trained with, its class names, and a latent run's autoencoder."""
     device = resolve_device(device)
     path = resolve_checkpoint(run_or_ckpt, runs_dir)
-    state = load_checkpoint(path)  # checked: the weights fit the config's network
+    state = load_checkpoint(path, course=True)  # checked: the weights fit the config's network
     config = state["config"]
     try:
         schedule = make_schedule(**config["schedule"], device=device)
