@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from minidiff.cli import flags
-from minidiff.cli.outputs import Output, check_outputs, free_stem, write_together
+from minidiff.cli.outputs import Output, check_outputs, free_stem, made_by, write_together
 from minidiff.cli.sample import (
     MAX_N,
     add_sampler_arguments,
@@ -79,7 +79,7 @@ def _evaluate(args) -> int:
     else:
         seeds = (f"seed{args.seed}" if args.seeds == 1
                  else f"seeds{args.seed}-{args.seed + args.seeds - 1}")
-        stem = f"{config.sampler}-{len(config.timesteps(pipe.schedule.T)) - 1}-{seeds}"
+        stem = made_by(config, pipe.schedule.T, seeds)
         path = free_stem(run_folder(pipe) / "eval", stem, [".json"])
         output = Output("--json", Path(f"{path}.json"), "json", chosen=False)
     inputs = [pipe.path, Path(args.data) if args.data != "sprites" else None,

@@ -3,8 +3,10 @@
 The rules `sample`, `eval` and `data` share:
 
 - Without a path, outputs go into the run's folder under a name saying what made them
-  (`runs/<run>/samples/ddim-25-seed0.png`, `runs/<run>/eval/ddim-25-seed0.json`), and an earlier
-  output keeps its name: the new one takes the first free numbered suffix (`ddim-25-seed0-2.png`).
+  (`made_by`: sampler, steps, eta, guidance, class or mix, seed, e.g.
+  `runs/<run>/samples/ddim-25-eta1-g2-hero+food-seed0.png`,
+  `runs/<run>/eval/ddim-25-eta1-seed0.json`), and an earlier output keeps its name: the new one
+  takes the first free numbered suffix (`ddim-25-eta1-seed0-2.png`).
 - A path given with a flag that already exists is refused unless `--overwrite`.
 - No output may be an input of the same command (`--out R/checkpoint.pt`) or another output
   (`--gif` equal to `--out`): paths are compared resolved, so `R/../R/x` is `R/x`.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
@@ -27,6 +30,23 @@ from pathlib import Path
 from minidiff.data.images import SUFFIXES, check_suffix
 from minidiff.utils.atomic import atomic_path, fsync_file
 from minidiff.utils.errors import MinidiffError
+
+
+def made_by(config, T: int, seed: str, classes=None, mix=None) -> str:
+    """A file stem saying what made an output: the sampler and its steps, DDIM's eta, the
+    guidance, the classes (`hero+food`) or mix rows (`mix-hero=1+food=0.6`), the seed(s)."""
+    parts = [config.sampler, str(len(config.timesteps(T)) - 1)]
+    if config.sampler == "ddim":
+        parts.append(f"eta{config.eta:g}")
+    if config.guidance is not None:
+        parts.append(f"g{config.guidance:g}")
+    if classes:
+        parts.append("+".join(map(str, classes)))
+    for row in mix or []:
+        parts.append("mix-" + "+".join(w.strip() for w in row.split(",") if w.strip()))
+    parts.append(seed)
+    stem = re.sub(r"[^\w.+=-]+", "_", "-".join(parts))  # a name every file system takes
+    return stem if len(stem) <= 120 else f"{stem[:100]}-{seed}"
 
 
 @dataclass

@@ -41,28 +41,28 @@ def one_line(capsys, command="sample") -> str:
 def test_sample_with_no_flags_shows_every_class_in_the_run_folder(run, capsys):
     assert cli("sample", "--run", str(run), "--steps", "2") == 0
     out = capsys.readouterr().out
-    first = run / "samples" / "ddim-2-seed0.png"
+    first = run / "samples" / "ddim-2-eta1-seed0.png"
     assert out.splitlines()[0] == f"run {run}, EMA weights"
     assert "40 sprites, one column per class (hero, non-hero, food, spell, side-facing): " \
            "DDIM 2 steps (eta 1), seed 0" in out and f"wrote {first}" in out
     assert Image.open(first).size == (4 * (5 * 17 + 1), 4 * (8 * 17 + 1))  # 5 columns, 8 rows
     before = first.read_bytes()
     assert cli("sample", "--run", str(run), "--steps", "2", "--seed", "0") == 0
-    assert f"wrote {run / 'samples' / 'ddim-2-seed0-2.png'}" in capsys.readouterr().out
+    assert f"wrote {run / 'samples' / 'ddim-2-eta1-seed0-2.png'}" in capsys.readouterr().out
     assert first.read_bytes() == before  # the earlier output is kept
 
 
 def test_unconditional_grid_has_no_half_empty_row(tmp_path):
     plain = write_run(tmp_path / "plain", n_cfeat=0)
     assert cli("sample", "--run", str(plain), "--steps", "1") == 0
-    grid = Image.open(plain / "samples" / "ddim-1-seed0.png")
+    grid = Image.open(plain / "samples" / "ddim-1-eta1-seed0.png")
     assert grid.size == (4 * (8 * 17 + 1), 4 * (4 * 17 + 1))  # 32 sprites: 8 columns, 4 rows
 
 
 def test_gif_and_npy_go_beside_the_png_and_the_last_frame_is_the_png(run):
     assert cli("sample", "--run", str(run), "--steps", "3", "--class", "hero", "--n", "1",
                "--gif", "--npy") == 0
-    stem = run / "samples" / "ddim-4-seed0"
+    stem = run / "samples" / "ddim-4-eta1-hero-seed0"
     png = np.asarray(Image.open(f"{stem}.png").convert("RGB")).astype(int)
     gif = Image.open(f"{stem}.gif")
     gif.seek(gif.n_frames - 1)
@@ -177,11 +177,12 @@ def test_eval_writes_into_the_run_folder_and_says_where_the_classifier_is(run, c
     assert cli(*argv) == 0
     out = capsys.readouterr().out
     assert re.search(rf"feature classifier: {tmp_path}/cache/classifier-\S+\.pt \(trained now", out)
-    result = json.loads((run / "eval" / "ddim-1-seed0.json").read_text())
+    result = json.loads((run / "eval" / "ddim-1-eta1-seed0.json").read_text())
     assert result["n_samples"] == 4 and result["threads"] == 1
     assert cli(*argv) == 0
     out = capsys.readouterr().out
-    assert "(read from the cache" in out and f"wrote {run / 'eval' / 'ddim-1-seed0-2.json'}" in out
+    again = run / "eval" / "ddim-1-eta1-seed0-2.json"
+    assert "(read from the cache" in out and f"wrote {again}" in out
 
 
 def test_eval_names_only_its_own_flags(run, capsys):
@@ -191,3 +192,20 @@ def test_eval_names_only_its_own_flags(run, capsys):
     assert "--guidance" in text and not re.search(r"--class\b|--mix", text)
     assert cli("eval", "--run", str(run), "--json", str(run / "checkpoint.pt")) == 2
     assert "--json" in one_line(capsys, "eval")
+
+
+def test_default_names_say_what_made_them():
+    from minidiff.cli.outputs import made_by
+    from minidiff.samplers import SamplerConfig
+
+    T = 500
+    assert made_by(SamplerConfig(sampler="ddim", steps=25, eta=1.0), T, "seed0") == \
+        "ddim-25-eta1-seed0"
+    assert made_by(SamplerConfig(sampler="ddim", steps=25, eta=0.0, guidance=2.0), T, "seed3",
+                   classes=["hero", "food"]) == "ddim-25-eta0-g2-hero+food-seed3"
+    assert made_by(SamplerConfig(sampler="ddpm"), T, "seed0", mix=["hero=1,food=0.6"]) == \
+        "ddpm-500-mix-hero=1+food=0.6-seed0"
+    assert made_by(SamplerConfig(sampler="dpm++2m", steps=10), T, "seeds0-4") == \
+        "dpm++2m-10-seeds0-4"
+    odd = made_by(SamplerConfig(sampler="ddim", steps=5), T, "seed0", classes=["a/b c"] * 40)
+    assert "/" not in odd and " " not in odd and len(odd) <= 120 and odd.endswith("-seed0")

@@ -81,7 +81,7 @@ def test_newest_run_is_the_default(run, tmp_path, monkeypatch, capsys):
     assert main(["sample", "--n", "1", "--steps", "1", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"run {Path('runs') / 'latest'} (the newest under runs/)")
-    assert (tmp_path / "runs" / "latest" / "samples" / "ddim-1-seed0.png").is_file()
+    assert (tmp_path / "runs" / "latest" / "samples" / "ddim-1-eta1-seed0.png").is_file()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="no Triton")
