@@ -89,6 +89,8 @@ def add_arguments(parser) -> None:
         help=f"a context, e.g. hero=1,food=0.6 or 1,0,0.6,0,0 (weights in [{MIX_WEIGHTS[0]:g}, "
              f"{MIX_WEIGHTS[1]:g}]; all zeros: no class); repeat for more columns")
     add("--out", help="the PNG grid (default: runs/<run>/samples/<sampler>-<steps>-seed<k>.png)")
+    add("--captions", action="store_true",
+        help="write each column's class or mix above it in the grid and the GIF")
     add("--gif", nargs="?", const="", metavar="PATH",
         help="also save the denoising animation, 5 fps (default path: beside the PNG)")
     add("--save-every", type=flags.rule_type(RULES["save_every"]), help="GIF frames every this "
@@ -204,8 +206,10 @@ def _sample(args) -> int:
     pixels, frames = result if args.gif is not None else (result, None)
     width = columns(n, k)
     shown = min(n, SHOWN // width * width)
-    writers = {"grid": lambda tmp: save_grid(pixels[:shown], tmp, nrow=width),
-               "gif": lambda tmp: save_gif(list(frames[:, :shown]), tmp, nrow=width),
+    captions = (list(map(str, args.mix or classes or [])) or None) if args.captions else None
+    writers = {"grid": lambda tmp: save_grid(pixels[:shown], tmp, nrow=width, captions=captions),
+               "gif": lambda tmp: save_gif(list(frames[:, :shown]), tmp, nrow=width,
+                                           captions=captions),
                "npy": lambda tmp: write_npy(tmp, pixels.numpy()),
                "contexts": lambda tmp: write_npy(tmp, contexts_array(c, n, pipe.n_cfeat))}
     write_together([(o.path, writers[o.role]) for o in outputs])

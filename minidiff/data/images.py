@@ -72,9 +72,10 @@ def by_class(pixels_per_class: list):
     return rearrange(np.stack(padded), "k r h w c -> (r k) h w c")
 
 
-def grid(pixels: np.ndarray, nrow: int | None = None, pad: int = 1, scale: int = 1) -> np.ndarray:
+def grid(pixels: np.ndarray, nrow: int | None = None, pad: int = 1, scale: int = 1,
+         captions: list[str] | None = None) -> np.ndarray:
     """Tile uint8 images (N, H, W, C) into one image, `nrow` per row (default `columns(N)`), on a
-    white background."""
+    white background; `captions`: one label per column (a class, a mix), written above it."""
     n, h, w, c = pixels.shape
     nrow = nrow or columns(n)
     rows = max(1, -(-n // nrow))
@@ -85,7 +86,31 @@ def grid(pixels: np.ndarray, nrow: int | None = None, pad: int = 1, scale: int =
         canvas[top : top + h, left : left + w] = pixels[i]
     if scale > 1:
         canvas = canvas.repeat(scale, axis=0).repeat(scale, axis=1)
+    if captions:
+        canvas = _captioned(canvas, captions[:nrow], (w + pad) * scale, pad * scale)
     return canvas
+
+
+CAPTION_HEIGHT = 14  # pixels of the band above a captioned grid
+
+
+def _captioned(canvas: np.ndarray, captions: list[str], cell: int, pad: int) -> np.ndarray:
+    """`canvas` under a white band holding each column's caption in black, cut to its width."""
+    from PIL import ImageDraw, ImageFont
+
+    band = np.full((CAPTION_HEIGHT, *canvas.shape[1:]), 255, np.uint8)
+    image = Image.fromarray(np.concatenate((band, canvas)))
+    draw = ImageDraw.Draw(image)
+    draw.fontmode = "1"  # no anti-aliasing: black on white, two colours for a GIF's palette
+    font = ImageFont.load_default()
+    ink = (0,) * canvas.shape[2] if canvas.shape[2] > 1 else 0
+    for k, text in enumerate(captions):
+        text = str(text)
+        while text and draw.textlength(text, font=font) > cell - 2:
+            text = text[:-1]
+        left = pad + k * cell + (cell - pad - draw.textlength(text, font=font)) / 2
+        draw.text((left, 1), text, fill=ink, font=font)
+    return np.asarray(image)
 
 
 def save_grid(
@@ -94,11 +119,12 @@ def save_grid(
     nrow: int | None = None,
     normalize: str = "clip",
     scale: int = 4,
+    captions: list[str] | None = None,
 ) -> None:
     """Save images (N, C, H, W) in [-1, 1], or uint8 pixels (N, H, W, C) as they are, as one PNG
-    grid enlarged `scale` times (nearest)."""
+    grid enlarged `scale` times (nearest), with `captions` above its columns if given."""
     check_suffix(path, "grid")
-    image = Image.fromarray(grid(_pixels(x, normalize), nrow, scale=scale))
+    image = Image.fromarray(grid(_pixels(x, normalize), nrow, scale=scale, captions=captions))
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
 
@@ -110,6 +136,7 @@ def save_gif(
     normalize: str = "clip",
     fps: float = 5.0,
     scale: int = 4,
+    captions: list[str] | None = None,
 ) -> None:
     """Save a list of image batches (each N, C, H, W, or uint8 N, H, W, C) as an animated GIF.
 
@@ -121,7 +148,8 @@ def save_gif(
     check_suffix(path, "gif")
     if not frames:
         raise ValueError("save_gif needs at least one frame")
-    images = [_palette(grid(_pixels(f, normalize), nrow, scale=scale)) for f in frames]
+    images = [_palette(grid(_pixels(f, normalize), nrow, scale=scale, captions=captions))
+              for f in frames]
     with atomic_path(path) as tmp:
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
                        duration=round(1000 / fps), loop=0, optimize=False)

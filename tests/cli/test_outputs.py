@@ -209,3 +209,22 @@ def test_default_names_say_what_made_them():
         "dpm++2m-10-seeds0-4"
     odd = made_by(SamplerConfig(sampler="ddim", steps=5), T, "seed0", classes=["a/b c"] * 40)
     assert "/" not in odd and " " not in odd and len(odd) <= 120 and odd.endswith("-seed0")
+
+
+def test_captions_name_each_column_above_the_grid(run, tmp_path):
+    plain, captioned = tmp_path / "plain.png", tmp_path / "captioned.png"
+    argv = ["sample", "--run", str(run), "--steps", "2", "--class", "hero,food", "--n", "4"]
+    assert cli(*argv, "--out", str(plain)) == 0
+    assert cli(*argv, "--out", str(captioned), "--captions", "--gif") == 0
+    a = np.asarray(Image.open(plain).convert("RGB"))
+    b = np.asarray(Image.open(captioned).convert("RGB"))
+    from minidiff.data.images import CAPTION_HEIGHT
+
+    assert np.array_equal(b[CAPTION_HEIGHT:], a), "the grid itself is unchanged below the band"
+    band = b[:CAPTION_HEIGHT]
+    half = band.shape[1] // 2
+    assert (band[:, :half] < 128).any() and (band[:, half:] < 128).any(), "a caption per column"
+    assert not np.array_equal(band[:, :half], band[:, half:2 * half]), "different captions"
+    gif = Image.open(captioned.with_suffix(".gif"))
+    gif.seek(gif.n_frames - 1)
+    assert np.asarray(gif.convert("RGB")).shape == b.shape
