@@ -157,8 +157,9 @@ def evaluate(pipe, dataset: Dataset, sampler, n: int = 1000, seed: int = 0,
     """Sample n images with `sampler` (a SamplerConfig) and measure them against `dataset`.
 
     Two disjoint random sets of m = min(n, N // 2) real images: A is the reference, B plays a
-    perfect sampler (the noise floor). Samples are conditioned on the classes of A's images (cycled
-    when n > m), so their class mix is the data's. Returns plain numbers, ready for JSON.
+    perfect sampler (the noise floor). Samples are conditioned on the classes of B's images
+    (cycled when n > m), so they and B stand on equal footing: a sampler in A's exact class mix
+    scored below the floor, since B's mix differs from A's by chance. Returns plain numbers.
     """
     if classifier is None:
         classifier, classifier_info = cached_classifier(dataset)
@@ -168,7 +169,7 @@ def evaluate(pipe, dataset: Dataset, sampler, n: int = 1000, seed: int = 0,
     m = min(n, len(dataset) // 2)
     order = torch.from_numpy(np.random.default_rng(seed).permutation(len(dataset)))
     ref, floor = order[:m], order[m:2 * m]
-    mix = dataset.contexts[ref] if conditional else None
+    mix = dataset.contexts[floor] if conditional else None  # B's class mix, as B's
     samples, seconds = sample_like(pipe, sampler, n, mix, seed)
     contexts = pipe.contexts(n, mix=mix).cpu() if conditional else None
     real_feats, floor_feats = (features(classifier, dataset.images[rows]) for rows in (ref, floor))
