@@ -18,8 +18,10 @@
 # `minidiff/philox.py`, and `minidiff/data/images.py` (`save_grid`, `save_gif`). Tests:
 # `tests/test_samplers.py`, `tests/test_pipeline.py`.
 #
-# Sampling needs a trained network. Chapter 4 trains one; run on its own, this chapter trains
-# the same one first (a few minutes at full size; see `tutorials/_trained.py`).
+# Sampling needs a trained network. Chapter 4 trains one; run on its own, this chapter samples
+# from one you already have (the README's quick start, `runs/sprites`, or the chapters' run made
+# as scripts or notebooks) or else trains chapter 4's first (a few minutes at full size; see
+# `tutorials/_trained.py`).
 
 # %%
 import time

@@ -1,4 +1,5 @@
-"""The trained run that chapters 2, 5 and 6 sample from: chapter 4's, or the same run made here.
+"""The trained run that chapters 2, 5 and 6 sample from: chapter 4's, one already trained (by the
+chapters run the other way, or the README's quick start), or the same run made here.
 Also the data it was trained on, the feature classifier `minidiff.evaluation.classifier` measures
 with, and one measure of variety the chapters share.
 
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+import minidiff
 from minidiff.checkpoint import CHECKPOINT_NAME
 from minidiff.data.datasets import Dataset, dataset_hash, load_dataset
 from minidiff.evaluation.classifier import ClassifierConfig, cached_classifier
@@ -56,22 +58,48 @@ def tutorial_config(**overrides) -> TrainConfig:
     return TrainConfig(**{**settings, **overrides})
 
 
+CLONE = Path(minidiff.__file__).resolve().parents[1]  # the repository, in a clone
+ELSEWHERE = [CLONE / "tutorials" / "out" / RUN.name,  # the chapters run as scripts (or, from a
+             Path.cwd() / "out" / RUN.name]  # notebook folder: the notebooks' run)
+QUICK_START = [Path.cwd() / "runs" / "sprites", CLONE / "runs" / "sprites"]  # README's first run
+
+
 def trained_run() -> Path:
-    """OUT's run folder, trained first (as chapter 4 does) if it is not there yet."""
-    if not (RUN / CHECKPOINT_NAME).is_file():
-        print(f"no trained run in {RUN} yet (chapter 4 makes it); training it now")
-        train(tutorial_config())
+    """The run chapters 2, 5 and 6 sample from: OUT's (chapter 4's); else the same run made when
+    the chapters ran the other way (as scripts, or as notebooks); else, at full size, the
+    learner's quick-start run `runs/sprites` when it trained on the same sprites; else chapter
+    4's run, trained now."""
+    if (RUN / CHECKPOINT_NAME).is_file():
+        return RUN
+    same_data = dataset_hash(load_tutorial_data())
+    found = [run for run in ELSEWHERE + ([] if SMALL else QUICK_START)
+             if (run / CHECKPOINT_NAME).is_file() and data_hash_of(run) == same_data]
+    if found:
+        print(f"sampling from the trained run in {found[0]}")
+        return found[0]
+    print(f"no trained run in {RUN} yet (chapter 4 makes it); training it now")
+    train(tutorial_config())
     return RUN
+
+
+def data_hash_of(run: Path) -> str | None:
+    try:
+        return json.loads((run / "config.json").read_text())["data"]["hash"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def load_tutorial_data() -> Dataset:
+    c = tutorial_config()
+    return load_dataset(c.data, c.labels, c.classes, c.image_size, c.n_images)
 
 
 def training_data() -> Dataset:
     """The sprites chapter 4's run trained on, loaded as the trainer loads them (checked against
     the data hash the run recorded in its config.json)."""
-    c = tutorial_config()
-    dataset = load_dataset(c.data, c.labels, c.classes, c.image_size, c.n_images)
-    recorded = json.loads((trained_run() / "config.json").read_text())["data"]["hash"]
-    if dataset_hash(dataset) != recorded:
-        raise RuntimeError(f"{RUN} was trained on other data than training_data() loads")
+    dataset, run = load_tutorial_data(), trained_run()
+    if dataset_hash(dataset) != data_hash_of(run):
+        raise RuntimeError(f"{run} was trained on other data than training_data() loads")
     return dataset
 
 
