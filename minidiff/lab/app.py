@@ -135,6 +135,7 @@ def build(lab: Lab) -> gr.Blocks:
         page.load(sample, [chosen, *controls], sampled)
         page.load(*noise)
         page.load(*run_view)
+    page.lab = lab  # for the CLI's line naming the run served
     return page
 
 

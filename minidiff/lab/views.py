@@ -13,13 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from minidiff.data.datasets import load_dataset
 from minidiff.data.images import columns, grid, to_uint8
 from minidiff.lab.charts import line_chart
 from minidiff.lab.settings import Request
 from minidiff.lab.state import Lab
-from minidiff.noising import q_sample
+from minidiff.noising import Schedule, q_sample
 from minidiff.philox import randn_like_step
 from minidiff.samplers import SamplerConfig
 from minidiff.training.runs import read_metrics
@@ -60,9 +61,7 @@ def forward(lab: Lab, t) -> tuple[np.ndarray, np.ndarray, str]:
     t = int(min(max(int(t), 0), schedule.T))
     x0 = training_images(lab).double()
     eps = randn_like_step(x0, 0, 0)  # the same noise at every t: only its share grows
-    from minidiff.noising import Schedule  # the torch twin of the lab's float64 schedule
-
-    x_t = q_sample(x0, t, eps, Schedule.from_reference(schedule))
+    x_t = q_sample(x0, t, eps, Schedule.from_reference(schedule))  # float64 tables, on the CPU
     both = np.concatenate([to_uint8(x0), to_uint8(x_t)])
     picture = grid(both, nrow=len(x0), scale=6)
     alpha_bar = schedule.alpha_bar
@@ -128,8 +127,6 @@ def previews(folder: Path, last: int = 8) -> list[tuple[np.ndarray, str]]:
     """The newest `last` preview grids the trainer wrote, oldest first, captioned by step."""
     found = sorted((int(m[1]), p) for p in folder.glob("samples_*.png")
                    if (m := PREVIEW.search(p.name)))
-    from PIL import Image
-
     shown = []
     for step, path in found[-last:]:
         try:
