@@ -17,7 +17,7 @@ import numpy as np
 
 from minidiff.data.images import grid
 from minidiff.lab import views
-from minidiff.lab.settings import MAX_N, context_choices, read_request
+from minidiff.lab.settings import MAX_N, context_choices, number, read_request
 from minidiff.lab.state import Lab
 from minidiff.pipeline import MIX_WEIGHTS
 from minidiff.samplers import ETA, GUIDANCE, SAMPLERS
@@ -27,6 +27,17 @@ __all__ = ["build"]
 
 SCALE = 8  # each 16 px picture shown 128 px wide (nearest: the pixels stay visible)
 REFRESH_S = 3.0  # how often the run tab looks for new metrics and previews
+
+
+class Slider(gr.Slider):
+    """A slider whose typed value reaches the lab unchecked, so that `read_request` refuses an
+    out-of-range one in the lab's own words (Gradio's check would raise on the server)."""
+
+    def get_block_name(self) -> str:
+        return "slider"  # the same widget in the page
+
+    def preprocess(self, payload):
+        return payload
 
 
 def build(lab: Lab) -> gr.Blocks:
@@ -43,31 +54,31 @@ def build(lab: Lab) -> gr.Blocks:
                 with gr.Column(scale=1):
                     context = gr.Dropdown(choices, value=choices[0], label="context",
                                           elem_id="context")
-                    weights = [gr.Slider(*MIX_WEIGHTS, value=1.0 if i == 0 else 0.0, step=0.05,
+                    weights = [Slider(*MIX_WEIGHTS, value=1.0 if i == 0 else 0.0, step=0.05,
                                          label=f"weight of {name} (mix)", elem_id=f"weight-{i}")
                                for i, name in enumerate(names)]
-                    guidance = gr.Slider(*GUIDANCE, value=1.0, step=0.1, elem_id="guidance",
+                    guidance = Slider(*GUIDANCE, value=1.0, step=0.1, elem_id="guidance",
                                          label="guidance s (1: off, the plain conditional eps)")
                     sampler = gr.Dropdown(list(SAMPLERS), value="dpm++2m", label="sampler",
                                           elem_id="sampler")
-                    steps = gr.Slider(1, pipe.schedule.T, value=10, step=1, elem_id="steps",
+                    steps = Slider(1, pipe.schedule.T, value=10, step=1, elem_id="steps",
                                       label="steps (DDIM, dpm++2m; DDPM takes all T)")
-                    eta = gr.Slider(0, 1, value=ETA, step=0.05, label="eta (DDIM)")
-                    n = gr.Slider(1, MAX_N, value=16, step=1, label="sprites", elem_id="n")
+                    eta = Slider(0, 1, value=ETA, step=0.05, label="eta (DDIM)")
+                    n = Slider(1, MAX_N, value=16, step=1, label="sprites", elem_id="n")
                     seed = gr.Number(0, precision=0, label="seed", elem_id="seed")
                 with gr.Column(scale=2):
                     final = gr.Image(label="the batch's final images", elem_id="final",
                                      interactive=False)
-                    timeline = gr.Slider(1, 10, value=10, step=1, elem_id="timeline",
+                    timeline = Slider(1, 10, value=10, step=1, elem_id="timeline",
                                          label="timeline: update k")
-                    chosen = gr.Slider(0, MAX_N - 1, value=0, step=1, label="image shown",
+                    chosen = Slider(0, MAX_N - 1, value=0, step=1, label="image shown",
                                        elem_id="chosen")
                     formula = gr.Markdown(elem_id="formula")
                     with gr.Row():
                         shown = [gr.Image(label=label, elem_id=f"frame-{key}", interactive=False)
                                  for key, label in _frame_labels(pipe)]
         with gr.Tab("Noise, forward"):
-            t = gr.Slider(0, pipe.schedule.T, value=pipe.schedule.T // 5, step=1,
+            t = Slider(0, pipe.schedule.T, value=pipe.schedule.T // 5, step=1,
                           label="t", elem_id="forward-t")
             noised = gr.Image(label="training images (top) and q_sample at t (below)",
                               interactive=False)
@@ -102,7 +113,8 @@ def build(lab: Lab) -> gr.Blocks:
         def scrub(run, k, i):
             if run is None:  # the first sampling run has not come back yet
                 return (gr.skip(),) * 5
-            pictures, _ = run.frame(k, i)
+            k = number(k, "timeline update", 1, len(run.steps), integer=True)
+            pictures, _ = run.frame(k, number(i, "image", 0, run.request.n - 1, integer=True))
             return (*_enlarged(pictures), _formula(run, k))
 
         def side_by_side(*values):
@@ -118,7 +130,7 @@ def build(lab: Lab) -> gr.Blocks:
 
         sampled = [run_state, final, timeline, *shown, formula, status]
         sample = _shown(denoise, status, says=True)
-        for control in [*controls, chosen]:
+        for control in controls:
             control.change(sample, [chosen, *controls], sampled, trigger_mode="always_last",
                            concurrency_id="network")
         look = _shown(scrub, status)

@@ -18,7 +18,7 @@ from PIL import Image
 from minidiff.data.datasets import load_dataset
 from minidiff.data.images import columns, grid, to_uint8
 from minidiff.lab.charts import line_chart
-from minidiff.lab.settings import Request
+from minidiff.lab.settings import Request, number
 from minidiff.lab.state import Lab
 from minidiff.noising import Schedule, q_sample
 from minidiff.philox import randn_like_step
@@ -58,7 +58,7 @@ def forward(lab: Lab, t) -> tuple[np.ndarray, np.ndarray, str]:
     """q_sample of the training images at timestep t (DDPM eq. 4) with one fixed noise, the SNR
     curve with t marked, and the two coefficients."""
     schedule = lab.schedule
-    t = int(min(max(int(t), 0), schedule.T))
+    t = number(t, "t", 0, schedule.T, integer=True)
     x0 = training_images(lab).double()
     eps = randn_like_step(x0, 0, 0)  # the same noise at every t: only its share grows
     x_t = q_sample(x0, t, eps, Schedule.from_reference(schedule))  # float64 tables, on the CPU
