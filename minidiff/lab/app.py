@@ -29,15 +29,13 @@ SCALE = 8  # each 16 px picture shown 128 px wide (nearest: the pixels stay visi
 REFRESH_S = 3.0  # how often the run tab looks for new metrics and previews
 
 
-class Slider(gr.Slider):
+def Slider(*args, **kwargs) -> gr.Slider:
     """A slider whose typed value reaches the lab unchecked, so that `read_request` refuses an
-    out-of-range one in the lab's own words (Gradio's check would raise on the server)."""
-
-    def get_block_name(self) -> str:
-        return "slider"  # the same widget in the page
-
-    def preprocess(self, payload):
-        return payload
+    out-of-range one in the lab's own words (Gradio's own check raises on the server). Set on
+    the instance: a subclass of a Gradio component writes a .pyi file beside this one."""
+    slider = gr.Slider(*args, **kwargs)
+    slider.preprocess = lambda payload: payload
+    return slider
 
 
 def build(lab: Lab) -> gr.Blocks:
