@@ -114,7 +114,8 @@ FLOORS = [("minidiff.utils", "minidiff.reference"), ("minidiff.data",),
           ("minidiff.noising", "minidiff.philox", "minidiff.unet", "minidiff.samplers",
            "minidiff.dpm_solver", "minidiff.ema", "minidiff.checkpoint", "minidiff.autoencoder",
            "minidiff.pipeline", "minidiff.kernels"),
-          ("minidiff.evaluation",), ("minidiff.training",), ("minidiff.cli", "minidiff.__main__")]
+          ("minidiff.evaluation",), ("minidiff.training",), ("minidiff.lab",),
+          ("minidiff.cli", "minidiff.__main__")]
 
 
 def floor(module: str) -> int | None:

@@ -5,14 +5,20 @@ in), each shell line as its own command, each Python block as its own process. T
 are not run: the quick start's installs are checked against `.ci/run`, which runs them for real;
 the other `pip install` lines are checked against pyproject.toml's extras. Lines that train or
 measure for minutes run with the smaller sizes of SMALL, whose every entry must still match a
-README line (so the table cannot rot). Nothing else is substituted: no placeholders.
+README line (so the table cannot rot). A line that starts a server (SERVERS) runs as written, in
+the background: the test waits for the URL it prints, fetches the page, then stops it; without
+the extra it needs, the line must say in one line what to install (exit 2). Nothing else is
+substituted: no placeholders.
 """
 
+import importlib.util
 import os
 import re
 import shlex
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -40,12 +46,14 @@ SMALL = {  # README command (comment dropped) -> what the test runs instead
     "python -m minidiff train --autoencoder runs/ae --out runs/latent":
         f"python -m minidiff train --autoencoder runs/ae --out runs/latent {TINY}",
     "python tutorials/01_noising.py": "python tutorials/01_noising.py",  # small: see ENV
-    # every chapter runs as a notebook in tests/test_tutorials.py; here the first, at full size
+    # every chapter runs as a notebook in tests/test_tutorials.py; here the first
     "python -m minidiff tutorials --notebooks notebooks/":
         "python -m minidiff tutorials --notebooks notebooks/ --chapters 1",
 }
 # What SMALL may change: only how much is done (steps, images, chapters), never what
 SIZES = {"--steps", "--n-images", "--n", "--classifier-steps", "--chapters"}
+# README command -> the line it prints once it serves, the module it needs, and that one's extra
+SERVERS = {"python -m minidiff lab": ("lab on ", "gradio", "lab")}
 # What the README's Python block returns, as it documents: float32 in [-1, 1], uint8 pixels
 PYTHON_CHECKS = """
 import torch
@@ -89,8 +97,8 @@ def test_install_lines_name_real_extras():
 def test_small_table_matches_the_readme():
     commands = {command_of(line) for kind, code in BLOCKS if kind == "bash"
                 for line in code.splitlines() if line.strip()}
-    stale = set(SMALL) - commands
-    assert not stale, f"SMALL names lines the README no longer has: {stale}"
+    stale = (set(SMALL) | set(SERVERS)) - commands
+    assert not stale, f"SMALL or SERVERS name lines the README no longer has: {stale}"
 
 
 def flags_of(command: str) -> tuple[list[str], dict[str, str]]:
@@ -146,6 +154,9 @@ def test_every_block_runs(tmp_path):
         for line in code.splitlines():
             if not line.strip() or line in skipped or "pip install" in line:
                 continue
+            if command_of(line) in SERVERS:
+                serve(tmp_path, env, command_of(line))
+                continue
             command = SMALL.get(command_of(line), line)
             run(tmp_path, env, ["bash", "-c", command], line)
     assert list((tmp_path / "runs" / "sprites" / "samples").glob("*.png")), "sample wrote no PNG"
@@ -157,3 +168,28 @@ def run(cwd: Path, env: dict, argv: list[str], shown: str) -> None:
     if result.returncode != 0:
         pytest.fail(f"README line failed (exit {result.returncode}):\n  {shown}\n"
                     f"{result.stdout[-1500:]}\n{result.stderr[-3000:]}")
+
+
+def serve(cwd: Path, env: dict, command: str, timeout: float = 120) -> None:
+    """Start a server line, fetch the URL it prints, stop it."""
+    ready, module, extra = SERVERS[command]
+    if importlib.util.find_spec(module) is None:
+        result = subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True,
+                                text=True, timeout=60, check=False)
+        assert result.returncode == 2 and f'pip install -e ".[{extra}]"' in result.stderr, \
+            f"{command} without {module}: {result.stderr[-500:]}"
+        return
+    server = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=cwd, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline, line = time.monotonic() + timeout, ""
+        while ready not in line:
+            line = server.stdout.readline()
+            if not line and server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"README line did not serve: {command} (exit {server.poll()})")
+        url = re.search(r"http://\S+", line)[0]
+        with urllib.request.urlopen(url, timeout=30) as page:
+            assert page.status == 200 and b"minidiff lab" in page.read()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -1,4 +1,4 @@
-"""The command line: `python -m minidiff {train,sample,eval,data} ...`.
+"""The command line: `python -m minidiff {train,sample,eval,data,lab} ...`.
 
 Each subcommand lives in `minidiff/cli/<name>.py` and provides two functions:
 `add_arguments(parser)` and `main(args) -> int`; their flags come from `minidiff.cli.flags` (flags
@@ -25,6 +25,7 @@ COMMANDS = {
     "eval": "measure samples: FID, conditional accuracy, memorisation, speed",
     "data": "preview or export a dataset",
     "tutorials": "write the tutorial chapters as executed Jupyter notebooks",
+    "lab": "serve a local web page to look inside a run: denoising step by step, noise, samplers",
 }
 
 # Errors that mean "the input was wrong", not "minidiff is broken": reported in one line.
