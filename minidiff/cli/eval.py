@@ -1,4 +1,4 @@
-"""`python -m minidiff eval`: FID, conditional accuracy, memorisation and speed of a run's samples.
+"""`python -m minidiff eval`: FID, accuracy, diversity, texture, memorisation and speed of samples.
 
     python -m minidiff eval --run runs/NAME --data sprites --n 1000
     python -m minidiff eval --run runs/NAME --data items.npy --labels labels.npy --guidance 2
@@ -8,7 +8,10 @@ Prints one table and writes the same numbers as JSON to `runs/<run>/eval/<sample
 seed<k>.json` (or `--json`; the rules of `minidiff.cli.outputs`). With `--seeds K` the top-level
 numbers are means over seeds --seed .. --seed + K - 1, beside `<key>_each` and `fid_min`.
 Diversity: per class, the feature spread of the samples over that of the real images (1: as
-varied as real; well below: collapse onto prototypes). The feature classifier is trained on the
+varied as real; well below: collapse onto prototypes). Texture (`minidiff.evaluation.texture`):
+patch SWD x 1e3 of 5x5 patches against the real images, overall and per class (the class mix's
+weighted mean, and each class), and the high-frequency ratio (< 1: smoother than real), each
+beside the same for real images (the floor). The feature classifier is trained on the
 first evaluation of a dataset and cached (`minidiff.evaluation.classifier.cache_dir`:
 $MINIDIFF_CACHE, else ~/.cache/minidiff); the command says where, and whether it trained it.
 
@@ -42,7 +45,9 @@ from minidiff.evaluation.metrics import evaluate, mean_of, summarise
 from minidiff.utils.atomic import write_json
 
 MAX_SEEDS = 100
-SPREAD = ("fid", "fid_noise_floor", "conditional_accuracy", "memorisation", "diversity")
+SPREAD = ("fid", "fid_noise_floor", "conditional_accuracy", "memorisation", "diversity", "swd",
+          "swd_floor", "swd_class", "swd_class_floor", "hf_ratio", "hf_ratio_floor")
+PER_CLASS = ("diversity_per_class", "swd_per_class", "swd_per_class_floor")
 
 
 def add_arguments(parser) -> None:
@@ -123,8 +128,8 @@ def over_seeds(rows: list[dict]) -> dict:
     return {**rows[0], **{key: spread[f"{key}_mean"] for key in SPREAD}, **spread,
             "seed": None, "seeds": [row["seed"] for row in rows], "sampling_seconds": seconds,
             "samples_per_second": rows[0]["n_samples"] * len(rows) / seconds,
-            "diversity_per_class": {name: mean_of(row["diversity_per_class"][name] for row in rows)
-                                    for name in rows[0]["diversity_per_class"]}}
+            **{key: {name: mean_of(row[key][name] for row in rows) for name in rows[0][key]}
+               for key in PER_CLASS}}
 
 
 def table(r: dict) -> Table:
@@ -143,12 +148,19 @@ def table(r: dict) -> Table:
     accuracy = r["conditional_accuracy"]
     t.add_row("conditional accuracy", "-" if accuracy is None else f"{accuracy:.3f}",
               "samples classified as the class asked for")
-    per_class = ", ".join(f"{name} {'-' if v is None else f'{v:.2f}'}"
-                          for name, v in r["diversity_per_class"].items())
     t.add_row("diversity", _number(r["diversity"]), "feature spread within a class, samples "
               "over real (1: as varied; << 1: collapse)")
-    t.add_row("  per class", "", per_class)
+    t.add_row("  per class", "", _per_class(r["diversity_per_class"]))
     t.add_row("  real", _number(r["diversity_floor"]), "the same, for real images")
+    t.add_row("patch SWD", f"{r['swd']:.1f}", "x 1e3, 5x5 patches vs real (blur raises it)")
+    t.add_row("  real", f"{r['swd_floor']:.1f}", "the same, for real images: the floor")
+    t.add_row("  per class", _number(r["swd_class"], 1), "each class vs its real images, "
+              "weighted by the class mix: " + _per_class(r["swd_per_class"], 1))
+    t.add_row("  per class, real", _number(r["swd_class_floor"], 1),
+              _per_class(r["swd_per_class_floor"], 1))
+    t.add_row("high-frequency ratio", f"{r['hf_ratio']:.2f}", "mean |Laplacian|, samples over "
+              "real (< 1: smoother)")
+    t.add_row("  real", f"{r['hf_ratio_floor']:.2f}", "the same, for real images")
     t.add_row("memorisation", f"{r['memorisation']:.3f}",
               f"near copies of a training image (RMS <= {r['near_copy_rms'] * 127.5:.0f}/255)")
     t.add_row("  real base rate", f"{r['memorisation_real']:.3f}", "the same, for real images")
@@ -158,5 +170,9 @@ def table(r: dict) -> Table:
     return t
 
 
-def _number(value) -> str:
-    return "-" if value is None else f"{value:.2f}"
+def _number(value, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _per_class(values: dict, digits: int = 2) -> str:
+    return ", ".join(f"{name} {_number(v, digits)}" for name, v in values.items())

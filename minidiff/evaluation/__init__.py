@@ -1,1 +1,2 @@
-"""Measuring samples: FID in a small classifier's features, conditional accuracy, memorisation."""
+"""Measuring samples: FID in a small classifier's features, conditional accuracy, memorisation,
+texture (patch SWD, the high-frequency ratio)."""

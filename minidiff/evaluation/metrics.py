@@ -24,6 +24,10 @@ the samples of that class over the same among real images of that class. 1.0 is 
 real; well below 1 means the samples collapse onto a few prototypes, which FID sees only as a
 vague rise and conditional accuracy rewards.
 
+Texture (`minidiff.evaluation.texture`): patch SWD, overall and per class, and the
+high-frequency ratio, which see blur and speckle that the classifier's features do not; each
+beside the same for the floor's real images.
+
 `evaluate` measures a run against the data it was trained on (what `python -m minidiff eval`
 prints); `minidiff.evaluation.held_out.evaluate_held_out` measures it against images it never saw.
 """
@@ -37,6 +41,7 @@ import torch
 
 from minidiff.data.datasets import Dataset, dataset_hash
 from minidiff.evaluation.classifier import cached_classifier, classify, classify_accuracy, features
+from minidiff.evaluation.texture import texture
 from minidiff.utils.errors import MinidiffError
 
 NEAR_COPY_RMS = 8 / 255 * 2  # 8 grey levels of 255, in the model's [-1, 1] units
@@ -159,7 +164,9 @@ def evaluate(pipe, dataset: Dataset, sampler, n: int = 1000, seed: int = 0,
     Two disjoint random sets of m = min(n, N // 2) real images: A is the reference, B plays a
     perfect sampler (the noise floor). Samples are conditioned on the classes of B's images
     (cycled when n > m), so they and B stand on equal footing: a sampler in A's exact class mix
-    scored below the floor, since B's mix differs from A's by chance. Returns plain numbers.
+    scored below the floor, since B's mix differs from A's by chance. Texture (patch SWD,
+    the high-frequency ratio) compares the first m samples, and B as its floor, with A.
+    Returns plain numbers.
     """
     if classifier is None:
         classifier, classifier_info = cached_classifier(dataset)
@@ -179,6 +186,9 @@ def evaluate(pipe, dataset: Dataset, sampler, n: int = 1000, seed: int = 0,
     rest = torch.ones(len(dataset), dtype=torch.bool)
     rest[floor] = False
     diversity = class_diversity(sample_feats, asked, real_feats, labels[ref], dataset.classes)
+    reference = (dataset.images[ref], labels[ref], dataset.classes)  # texture against A too
+    sample_texture = texture(samples[:m], asked[:m], *reference)
+    floor_texture = texture(dataset.images[floor], labels[floor], *reference)
     return {
         "n_samples": n, "n_real": m, "seed": seed, "sampling_seconds": seconds,
         "samples_per_second": n / seconds,
@@ -192,6 +202,7 @@ def evaluate(pipe, dataset: Dataset, sampler, n: int = 1000, seed: int = 0,
         "diversity_per_class": diversity, "diversity": mean_of(diversity.values()),
         "diversity_floor": mean_of(class_diversity(floor_feats, labels[floor], real_feats,
                                                    labels[ref], dataset.classes).values()),
+        **sample_texture, **{f"{key}_floor": value for key, value in floor_texture.items()},
         "classifier_accuracy": (classifier_info or {}).get("accuracy"),
         "classifier_path": (classifier_info or {}).get("path"),
         "dataset": dataset.name, "dataset_hash": dataset_hash(dataset),

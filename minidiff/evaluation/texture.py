@@ -118,6 +118,15 @@ def mix_weighted(per_class: dict, labels: torch.Tensor) -> float | None:
     return float(sum(v * w for v, w in pairs) / total) if pairs and total > 0 else None
 
 
+def texture(images: torch.Tensor, labels: torch.Tensor, real: torch.Tensor,
+            real_labels: torch.Tensor, classes: list[str]) -> dict:
+    """Patch SWD of `images` against `real`, overall and per class (with the mean over the
+    classes, weighted by the class mix of `labels`), and the high-frequency ratio."""
+    per_class = class_swd(images, labels, real, real_labels, classes)
+    return {"swd": patch_swd(images, real), "swd_class": mix_weighted(per_class, labels),
+            "swd_per_class": per_class, "hf_ratio": hf_ratio(images, real)}
+
+
 # ---- High-frequency ratio ----
 
 

@@ -1,4 +1,5 @@
-"""FID, memorisation, accuracy, per-class diversity, the seed summary and the eval command:
+"""FID, memorisation, accuracy, per-class diversity, the seed summary and the eval command (with
+texture, whose own tests are in tests/evaluation/test_texture.py):
 exact small cases, then plumbing. The
 feature classifier itself: tests/evaluation/test_classifier.py."""
 
@@ -149,10 +150,15 @@ def test_eval_writes_a_table_and_json(run_and_data, tmp_path, monkeypatch, capsy
     result = json.loads(out.read_text())
     assert result["n_samples"] == 24 and result["n_real"] == 24 and result["steps"] == 2
     for key in ("fid", "fid_noise_floor", "conditional_accuracy", "memorisation",
-                "memorisation_real", "samples_per_second", "classifier_accuracy"):
+                "memorisation_real", "samples_per_second", "classifier_accuracy", "swd",
+                "swd_floor", "swd_class", "swd_class_floor", "hf_ratio", "hf_ratio_floor"):
         assert math.isfinite(result[key]), key
     assert result["fid"] > result["fid_noise_floor"]  # an untrained network is far from data
-    assert "FID noise floor" in capsys.readouterr().out
+    assert result["swd"] > 2 * result["swd_floor"] and result["swd_class"] > result["swd"] / 2
+    assert result["hf_ratio"] > 1.5 > 0.8 < result["hf_ratio_floor"] < 1.2  # noise is not crisp
+    assert set(result["swd_per_class"]) == set(result["swd_per_class_floor"]) == set(CLASSES)
+    text = capsys.readouterr().out
+    assert "FID noise floor" in text and "patch SWD" in text and "high-frequency ratio" in text
 
 
 def test_eval_over_seeds_shows_min_mean_and_diversity(run_and_data, tmp_path, monkeypatch,
@@ -167,6 +173,8 @@ def test_eval_over_seeds_shows_min_mean_and_diversity(run_and_data, tmp_path, mo
     assert r["seeds"] == [5, 6] and len(r["fid_each"]) == 2
     assert r["fid"] == pytest.approx(sum(r["fid_each"]) / 2) and r["fid_min"] == min(r["fid_each"])
     assert set(r["diversity_per_class"]) == set(CLASSES) and math.isfinite(r["diversity"])
+    assert r["swd"] == pytest.approx(sum(r["swd_each"]) / 2) and len(r["hf_ratio_each"]) == 2
+    assert set(r["swd_per_class"]) == set(CLASSES) and r["swd_floor_each"][0] > 0
     text = capsys.readouterr().out
     assert "FID min" in text and "diversity" in text and "mean of 2 seeds" in text
 
