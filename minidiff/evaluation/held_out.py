@@ -4,8 +4,10 @@
 the run's samples with that whole held-out set H, over several sample seeds: FID(samples, H)
 beside its floor, FID(as many *training* images, H) (draws from the data distribution, as a
 perfect sampler's are), conditional accuracy, per-class diversity, memorisation and the median
-nearest-training-image RMS, the last two beside the real base rate of H, folded over the seeds
-by `minidiff.evaluation.metrics.summarise`. `benchmarks/train_quality.py` and `benchmarks/latent.py`
+nearest-training-image RMS, the last two beside the real base rate of H, and texture (patch
+SWD overall and its class-mix-weighted mean per class, the high-frequency ratio, each beside the
+same for the floor's training images), folded over the seeds by
+`minidiff.evaluation.metrics.summarise`. `benchmarks/train_quality.py` and `benchmarks/latent.py`
 print it; the measures themselves live in `minidiff.evaluation.metrics`.
 """
 
@@ -26,6 +28,7 @@ from minidiff.evaluation.metrics import (
     sample_like,
     summarise,
 )
+from minidiff.evaluation.texture import texture
 from minidiff.utils.errors import MinidiffError
 
 HELD_OUT_STREAM = 11  # `split_dataset` draws from rng([seed, 11]): never the classifier's split
@@ -67,7 +70,7 @@ def evaluate_held_out(pipe, train: Dataset, held_out: Dataset, sampler, n: int =
         raise MinidiffError(f"FID needs at least 2 samples and 2 held-out images, got n={n} "
                             f"and {len(held_out)} held out")
     conditional = check_run_fits(pipe, train, sampler)
-    held = (features(classifier, held_out.images), held_out.contexts.argmax(1))
+    held = (features(classifier, held_out.images), held_out.contexts.argmax(1), held_out.images)
     rows = [_held_out_seed(pipe, train, sampler, n, seed, classifier, held, conditional)
             for seed in seeds]
     rms_real = nearest_rms(held_out.images, train.images)
@@ -94,7 +97,7 @@ def floor_rows(train: Dataset, n: int, seed: int) -> torch.Tensor:
 def _held_out_seed(pipe, train: Dataset, sampler, n: int, seed: int, classifier, held,
                    conditional: bool) -> dict:
     """One seed of `evaluate_held_out`: its samples and training images against H."""
-    held_feats, held_labels = held
+    held_feats, held_labels, held_images = held
     rows = floor_rows(train, n, seed)
     mix = train.contexts[rows] if conditional else None
     samples, seconds = sample_like(pipe, sampler, n, mix, seed)
@@ -103,6 +106,9 @@ def _held_out_seed(pipe, train: Dataset, sampler, n: int, seed: int, classifier,
     asked = mix.argmax(1) if conditional else classify(classifier, samples)
     rms = nearest_rms(samples, train.images)
     classes = train.classes
+    real_labels = train.contexts[rows].argmax(1)
+    sample_texture = texture(samples, asked, held_images, held_labels, classes)
+    floor_texture = texture(train.images[rows], real_labels, held_images, held_labels, classes)
     return {
         "fid": fid(sample_feats, held_feats), "fid_floor": fid(real_feats, held_feats),
         "conditional_accuracy": (conditional_accuracy(classifier, samples, mix)
@@ -110,7 +116,10 @@ def _held_out_seed(pipe, train: Dataset, sampler, n: int, seed: int, classifier,
         "memorisation": float((rms <= NEAR_COPY_RMS).float().mean()),
         "nearest_rms_median": float(rms.median()),
         "diversity": class_diversity(sample_feats, asked, held_feats, held_labels, classes),
-        "diversity_floor": class_diversity(real_feats, train.contexts[rows].argmax(1),
-                                           held_feats, held_labels, classes),
+        "diversity_floor": class_diversity(real_feats, real_labels, held_feats, held_labels,
+                                           classes),
+        "swd": sample_texture["swd"], "swd_floor": floor_texture["swd"],
+        "swd_class": sample_texture["swd_class"], "swd_class_floor": floor_texture["swd_class"],
+        "hf_ratio": sample_texture["hf_ratio"], "hf_ratio_floor": floor_texture["hf_ratio"],
         "sampling_seconds": seconds,
     }

@@ -72,6 +72,9 @@ def test_a_memoriser_is_seen_as_one(data):
     assert r["fid_mean"] < 3 * r["fid_floor_mean"] + 0.5
     assert 0.6 < r["diversity_mean"] < 1.5 and len(r["fid_each"]) == 3
     assert r["fid_min"] == min(r["fid_each"])
+    # texture: training images are as crisp as held-out ones, so both sit on the floor
+    assert r["swd_mean"] < 1.5 * r["swd_floor_mean"] + 5 and 0.8 < r["hf_ratio_mean"] < 1.2
+    assert r["swd_class_mean"] > 0 and len(r["swd_each"]) == 3
 
 
 def test_a_collapse_is_seen_in_diversity_not_accuracy(data):
@@ -98,3 +101,6 @@ def test_evaluate_held_out_samples_a_real_network(data, tmp_path):
     assert r["n_samples"] == len(train)  # n is capped at the training images there are
     assert r["fid_mean"] > r["fid_floor_mean"]  # an untrained network is far from the data
     assert r["memorisation_mean"] == 0.0 and r["classifier_accuracy"] == info["accuracy"]
+    assert r["swd_mean"] > 2 * r["swd_floor_mean"]  # and its noise is not the data's texture
+    assert r["swd_class_mean"] > r["swd_class_floor_mean"]
+    assert abs(r["hf_ratio_mean"] - 1) > abs(r["hf_ratio_floor_mean"] - 1)
