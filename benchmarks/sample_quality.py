@@ -9,7 +9,9 @@ Default rows: DDPM-500, DDPM without noise (the course's collapse demonstration)
 25, 50 and 100 steps, and DDIM-25 with classifier-free guidance s = 0, 1, 2, 4 (more in
 VARIANTS). Each row samples --n images with the same seed and measures them with
 `minidiff.evaluation.metrics.evaluate` (FID in the dataset's own classifier features, its
-real-vs-real noise floor, conditional accuracy, memorisation). `--rows issue12`: DDPM-500, DDIM
+real-vs-real noise floor, conditional accuracy, memorisation, and texture: patch SWD x 1e3
+overall and per class, and the high-frequency ratio, each beside its real-vs-real floor;
+`minidiff.evaluation.texture`). `--rows issue12`: DDPM-500, DDIM
 and DPM-Solver++(2M) at 5, 10 and 25 steps, and DPM-Solver++-10 with guidance over
 every timestep or only inside an interval (`ISSUE_12`). The JSON
 of every row goes to benchmarks/out/ (ignored by git); the Markdown table to stdout.
@@ -85,8 +87,8 @@ def main() -> None:
           f"{platform.processor() or platform.machine()}, {args.threads} threads, "
           f"{datetime.date.today()}; classifier held-out accuracy {info['accuracy']:.3f}")
     print("| sampler | seconds | samples/s | FID | noise floor | cond. acc. | memorised "
-          "(real) | load |")
-    print("|---|---|---|---|---|---|---|---|")
+          "(real) | patch SWD (floor) | per class (floor) | HF ratio (floor) | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     rows = list(ISSUE_12) if args.rows == "issue12" else args.rows.split(",")
     for name in rows:
         config = {**ROWS, **VARIANTS, **ISSUE_12}[name]
@@ -99,8 +101,18 @@ def main() -> None:
         print(f"| {name} | {r['sampling_seconds']:.1f} | {r['samples_per_second']:.1f} | "
               f"{r['fid']:.2f} | {r['fid_noise_floor']:.2f} | "
               f"{'-' if accuracy is None else f'{accuracy:.3f}'} | "
-              f"{r['memorisation']:.3f} ({r['memorisation_real']:.3f}) | {load_average:.1f} |",
-              flush=True)
+              f"{r['memorisation']:.3f} ({r['memorisation_real']:.3f}) | {texture(r)} | "
+              f"{load_average:.1f} |", flush=True)
+
+
+def texture(r: dict) -> str:
+    """The texture cells of a row: patch SWD, per class, HF ratio, each (its floor)."""
+    return (f"{r['swd']:.1f} ({r['swd_floor']:.1f}) | {_number(r['swd_class'])} "
+            f"({_number(r['swd_class_floor'])}) | {r['hf_ratio']:.2f} ({r['hf_ratio_floor']:.2f})")
+
+
+def _number(value) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 if __name__ == "__main__":

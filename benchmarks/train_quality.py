@@ -15,7 +15,10 @@
 # - diversity per class: the pairwise feature spread of a class's samples over that of its real
 #   held-out images (1.0 as varied as real; well below 1: collapse onto prototypes);
 # - memorisation (near copies of a training image) and the median nearest-training-image RMS,
-#   each beside the held-out real images' own value (the base rate).
+#   each beside the held-out real images' own value (the base rate);
+# - texture (`minidiff.evaluation.texture`): patch SWD x 1e3 against the held-out set, overall
+#   and per class (weighted by the class mix), and the high-frequency ratio (< 1: smoother than
+#   real), each beside the same for the floor's training images.
 #
 # For every run and scale it saves a grid `<dataset>-<recipe>-g<S>.png` (in `--keep`, else in
 # benchmarks/out/train_quality/): real held-out images on the left, samples on the right, one
@@ -225,7 +228,14 @@ def show(row: dict) -> str:
             f" | diversity {fmt(row['diversity_mean'])} (floor {fmt(row['diversity_floor_mean'])})"
             f" | memorised {row['memorisation_mean']:.3f} (real {row['memorisation_real']:.3f})"
             f" | NN-RMS {row['nearest_rms_median_mean']:.3f} "
-            f"(real {row['nearest_rms_median_real']:.3f})")
+            f"(real {row['nearest_rms_median_real']:.3f}) | " + texture(row))
+
+
+def texture(row: dict) -> str:
+    """Patch SWD, overall and per class, and the high-frequency ratio, each (floor)."""
+    return (f"SWD {row['swd_mean']:.1f} ({row['swd_floor_mean']:.1f}) per class "
+            f"{fmt(row['swd_class_mean'], 1)} ({fmt(row['swd_class_floor_mean'], 1)}) | HF ratio "
+            f"{row['hf_ratio_mean']:.2f} ({row['hf_ratio_floor_mean']:.2f})")
 
 
 def fmt(value, digits: int = 2) -> str:
@@ -241,8 +251,10 @@ def markdown(rows: list[dict], header: dict) -> str:
              f"{header['classifier_accuracy']:.3f}; per-class diversity names: "
              f"{', '.join(rows[0]['diversity_per_class'])}", "",
              "| recipe | guidance | steps | train s (load) | FID min | FID mean | floor | cond. "
-             "acc. | diversity (per class) | memorised (real) | NN-RMS (real) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "acc. | diversity (per class) | memorised (real) | NN-RMS (real) | patch SWD "
+             "(floor) | per class (floor) | HF ratio (floor) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
+             "| --- |"]
     for r in rows:
         per_class = " ".join(fmt(v) for v in r["diversity_per_class"].values())
         lines.append(
@@ -251,7 +263,10 @@ def markdown(rows: list[dict], header: dict) -> str:
             f"{r['fid_floor_mean']:.2f} | {fmt(r['conditional_accuracy_mean'], 3)} | "
             f"{fmt(r['diversity_mean'])} ({per_class}) | {r['memorisation_mean']:.3f} "
             f"({r['memorisation_real']:.3f}) | {r['nearest_rms_median_mean']:.3f} "
-            f"({r['nearest_rms_median_real']:.3f}) |")
+            f"({r['nearest_rms_median_real']:.3f}) | {r['swd_mean']:.1f} "
+            f"({r['swd_floor_mean']:.1f}) | {fmt(r['swd_class_mean'], 1)} "
+            f"({fmt(r['swd_class_floor_mean'], 1)}) | {r['hf_ratio_mean']:.2f} "
+            f"({r['hf_ratio_floor_mean']:.2f}) |")
     return "\n".join(lines) + "\n"
 
 

@@ -45,7 +45,9 @@ def test_a_recipe_trains_is_measured_and_drawn(tmp_path, monkeypatch, capsys):
     grid = np.asarray(__import__("PIL.Image").Image.open(rows[0]["grid"]))
     assert grid.shape[1] > grid.shape[0]  # 5 real | gap | 5 generated columns, 8 rows
     table = (tmp_path / "tq.md").read_text()
-    assert "| tiny | 2 | 2 |" in table and "FID min" in table
+    assert "| tiny | 2 | 2 |" in table and "FID min" in table and "patch SWD" in table
+    assert table.splitlines()[2].count("|") == table.splitlines()[4].count("|") == 15
+    assert rows[0]["swd_mean"] > 0 and rows[0]["hf_ratio_floor_mean"] > 0
     capsys.readouterr()
     train_quality.main([*data, "--only-eval", "--seeds", "3"])  # every kept run of the data
     assert "tiny       g 1         2 steps" in capsys.readouterr().out
