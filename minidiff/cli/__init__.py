@@ -22,7 +22,7 @@ COMMANDS = {
     "train": "train a ContextUnet on sprites (built-in, .npy files or an image folder)",
     "train-autoencoder": "train the autoencoder whose latents `train --autoencoder` diffuses",
     "sample": "generate sprites from a trained run (DDPM, DDIM, class control, guidance)",
-    "eval": "measure samples: FID, conditional accuracy, memorisation, speed",
+    "eval": "measure samples: FID, accuracy, diversity, texture, memorisation, speed",
     "data": "preview or export a dataset",
     "tutorials": "write the tutorial chapters as executed Jupyter notebooks",
     "lab": "serve a local web page to look inside a run: denoising step by step, noise, samplers",

@@ -1,4 +1,4 @@
-"""Measuring samples: FID, conditional accuracy, memorisation and speed.
+"""Measuring samples: FID, conditional accuracy, diversity, texture, memorisation and speed.
 
 FID (Heusel et al. 2017) is the Fréchet distance between two Gaussians fitted to features of real
 and generated images:
