@@ -28,7 +28,7 @@ from minidiff.evaluation.metrics import (
     sample_like,
     summarise,
 )
-from minidiff.evaluation.texture import texture
+from minidiff.evaluation.texture import texture_measures
 from minidiff.utils.errors import MinidiffError
 
 HELD_OUT_STREAM = 11  # `split_dataset` draws from rng([seed, 11]): never the classifier's split
@@ -107,8 +107,9 @@ def _held_out_seed(pipe, train: Dataset, sampler, n: int, seed: int, classifier,
     rms = nearest_rms(samples, train.images)
     classes = train.classes
     real_labels = train.contexts[rows].argmax(1)
-    sample_texture = texture(samples, asked, held_images, held_labels, classes)
-    floor_texture = texture(train.images[rows], real_labels, held_images, held_labels, classes)
+    held_real = (held_images, held_labels, classes)  # texture against H, as FID is
+    sample_texture = texture_measures(samples, asked, *held_real)
+    floor_texture = texture_measures(train.images[rows], real_labels, *held_real)
     return {
         "fid": fid(sample_feats, held_feats), "fid_floor": fid(real_feats, held_feats),
         "conditional_accuracy": (conditional_accuracy(classifier, samples, mix)

@@ -41,7 +41,7 @@ import torch
 
 from minidiff.data.datasets import Dataset, dataset_hash
 from minidiff.evaluation.classifier import cached_classifier, classify, classify_accuracy, features
-from minidiff.evaluation.texture import texture
+from minidiff.evaluation.texture import texture_measures
 from minidiff.utils.errors import MinidiffError
 
 NEAR_COPY_RMS = 8 / 255 * 2  # 8 grey levels of 255, in the model's [-1, 1] units
@@ -187,8 +187,8 @@ def evaluate(pipe, dataset: Dataset, sampler, n: int = 1000, seed: int = 0,
     rest[floor] = False
     diversity = class_diversity(sample_feats, asked, real_feats, labels[ref], dataset.classes)
     reference = (dataset.images[ref], labels[ref], dataset.classes)  # texture against A too
-    sample_texture = texture(samples[:m], asked[:m], *reference)
-    floor_texture = texture(dataset.images[floor], labels[floor], *reference)
+    sample_texture = texture_measures(samples[:m], asked[:m], *reference)
+    floor_texture = texture_measures(dataset.images[floor], labels[floor], *reference)
     return {
         "n_samples": n, "n_real": m, "seed": seed, "sampling_seconds": seconds,
         "samples_per_second": n / seconds,

@@ -17,6 +17,11 @@ structure (edges, outlines, dithering), not colours. Our choices:
   two sorted projections (matched by quantile when the sets differ in size), averaged;
 - reported x 1e3, as Karras do: the mean distance is then in thousandths of a standard deviation.
 
+Per class (`class_swd`), each class's images are compared with the real images of that class,
+with `N_PATCHES` of their own (every position, for a class of few images), and `mix_weighted`
+averages the classes by their share of the samples. Fewer images make a higher floor: compare a
+class with its own floor.
+
 Its floor is two halves of the real set (`minidiff.evaluation.metrics.evaluate`). How it
 responds to blur and noise on real images: benchmarks/RESULTS.md, "Texture floors".
 
@@ -118,8 +123,8 @@ def mix_weighted(per_class: dict, labels: torch.Tensor) -> float | None:
     return float(sum(v * w for v, w in pairs) / total) if pairs and total > 0 else None
 
 
-def texture(images: torch.Tensor, labels: torch.Tensor, real: torch.Tensor,
-            real_labels: torch.Tensor, classes: list[str]) -> dict:
+def texture_measures(images: torch.Tensor, labels: torch.Tensor, real: torch.Tensor,
+                     real_labels: torch.Tensor, classes: list[str]) -> dict:
     """Patch SWD of `images` against `real`, overall and per class (with the mean over the
     classes, weighted by the class mix of `labels`), and the high-frequency ratio."""
     per_class = class_swd(images, labels, real, real_labels, classes)
