@@ -64,14 +64,14 @@ ELSEWHERE = [CLONE / "tutorials" / "out" / RUN.name,  # the chapters run as scri
 QUICK_START = [Path.cwd() / "runs" / "sprites", CLONE / "runs" / "sprites"]  # README's first run
 
 
-def trained_run() -> Path:
+def trained_run(same_data: str | None = None) -> Path:
     """The run chapters 2, 5 and 6 sample from: OUT's (chapter 4's); else the same run made when
     the chapters ran the other way (as scripts, or as notebooks); else, at full size, the
     learner's quick-start run `runs/sprites` when it trained on the same sprites; else chapter
     4's run, trained now."""
     if (RUN / CHECKPOINT_NAME).is_file():
         return RUN
-    same_data = dataset_hash(load_tutorial_data())
+    same_data = same_data or dataset_hash(load_tutorial_data())  # the hash, if the caller has it
     found = [run for run in ELSEWHERE + ([] if SMALL else QUICK_START)
              if (run / CHECKPOINT_NAME).is_file() and data_hash_of(run) == same_data]
     if found:
@@ -97,8 +97,10 @@ def load_tutorial_data() -> Dataset:
 def training_data() -> Dataset:
     """The sprites chapter 4's run trained on, loaded as the trainer loads them (checked against
     the data hash the run recorded in its config.json)."""
-    dataset, run = load_tutorial_data(), trained_run()
-    if dataset_hash(dataset) != data_hash_of(run):
+    dataset = load_tutorial_data()
+    same_data = dataset_hash(dataset)
+    run = trained_run(same_data)
+    if same_data != data_hash_of(run):
         raise RuntimeError(f"{run} was trained on other data than training_data() loads")
     return dataset
 

@@ -189,7 +189,7 @@ def _sample(args) -> int:
     if args.gif is not None and n > SHOWN:
         raise MinidiffError(f"--gif animates every sprite: use --n <= {SHOWN} with it")
     c = pipe.contexts(n, classes, mix)  # checked before the (slow) sampling starts
-    outputs = plan_outputs(args, pipe, config)
+    outputs = plan_outputs(args, pipe, config, classes if args.classes is not None else None)
     check_outputs(outputs, [pipe.path], args.overwrite)
     print(f"run {run_name(pipe, args)}")
     notice = fused_notice(config)
@@ -246,10 +246,10 @@ def contexts_asked(args, pipe: Pipeline):
     return (list(pipe.classes) or list(range(pipe.n_cfeat)) or None), None
 
 
-def plan_outputs(args, pipe: Pipeline, config: SamplerConfig) -> list[Output]:
-    """The files this command writes: the flags' paths, else default names in the run folder."""
-    stem = made_by(config, pipe.schedule.T, f"seed{args.seed}", classes=args.classes and [
-        name.strip() for name in args.classes.split(",") if name.strip()], mix=args.mix)
+def plan_outputs(args, pipe: Pipeline, config: SamplerConfig, named=None) -> list[Output]:
+    """The files this command writes: the flags' paths, else default names in the run folder,
+    saying what made them (`named`: the classes --class asked for)."""
+    stem = made_by(config, pipe.schedule.T, f"seed{args.seed}", classes=named, mix=args.mix)
     folder = run_folder(pipe) / "samples"
     defaults = free_stem(folder, stem, [".png", ".gif", ".npy", "_contexts.npy"])
     base = Path(args.out).with_suffix("") if args.out else defaults
