@@ -200,17 +200,18 @@ def measure(out: Path, record: dict, split: tuple, classifier, grids: Path, args
     pipe = load(out, device=args.device)
     rows = []
     for guidance in [None, *args.guidance]:
-        sampler = SamplerConfig(guidance=guidance, eta=args.eta, steps=args.sample_steps)
+        sampler = SamplerConfig(sampler=args.sampler, guidance=guidance, eta=args.eta,
+                                steps=args.sample_steps)
         start = time.perf_counter()
         scores = evaluate_held_out(pipe, train_set, held_out, sampler, n=args.n,
                                    seeds=tuple(args.seeds), classifier=classifier[0],
                                    classifier_info=classifier[1])
-        grid = grids / f"{out.name}-g{guidance or 1:g}.png"
+        grid = grids / f"{out.name}-{args.sampler}{args.sample_steps}-g{guidance or 1:g}.png"
         side_by_side(pipe, held_out, sampler, classifier[0], grid)
         rows.append({**{k: v for k, v in record.items() if k not in ("config", "overrides")},
                      "guidance": guidance or 1.0, "eta": args.eta,
                      "sample_steps": args.sample_steps, "grid": str(grid),
-                     "eval_seconds": round(time.perf_counter() - start, 1),
+                     "sampler": args.sampler, "eval_seconds": round(time.perf_counter() - start, 1),
                      "eval_load_average": [round(x, 2) for x in os.getloadavg()], **scores})
     return rows
 
@@ -246,8 +247,8 @@ def markdown(rows: list[dict], header: dict) -> str:
     """The table for benchmarks/RESULTS.md, with the setting it was measured in."""
     lines = [f"{header['dataset']}: {header['n_train']} training / {header['n_held_out']} "
              f"held-out images, n = {rows[0]['n_samples']} samples x {len(header['seeds'])} "
-             f"seeds, DDIM-{rows[0]['sample_steps']} eta {rows[0]['eta']:g}, feature "
-             f"classifier accuracy "
+             f"seeds, {rows[0]['sampler']}-{rows[0]['sample_steps']} eta {rows[0]['eta']:g}, "
+             f"feature classifier accuracy "
              f"{header['classifier_accuracy']:.3f}; per-class diversity names: "
              f"{', '.join(rows[0]['diversity_per_class'])}", "",
              "| recipe | guidance | steps | train s (load) | FID min | FID mean | floor | cond. "
@@ -296,9 +297,11 @@ def parse_args(argv=None):
         help="sample seeds, comma separated (default 0,1,2)")
     add("--guidance", type=lambda s: [float(x) for x in s.split(",")], default=[],
         help="guidance scales measured besides guidance 1, comma separated (e.g. 2)")
+    add("--sampler", default=SamplerConfig.sampler, choices=("ddim", "dpm++2m"),
+        help=f"the sampler of the samples (default {SamplerConfig.sampler})")
     add("--eta", type=float, default=SamplerConfig.eta, help="DDIM eta of the samples")
-    add("--sample-steps", type=int, default=SamplerConfig.steps, help="DDIM steps of the "
-        "samples (default 25)")
+    add("--sample-steps", type=int, default=SamplerConfig.steps, help="sampler steps of the "
+        f"samples (default {SamplerConfig.steps})")
     add("--classifier-steps", type=int, default=ClassifierConfig.steps, help="training steps of "
         "the feature classifier (cached per dataset and setting)")
     add("--threads", type=int, default=None, help="torch threads (1 on a shared machine)")

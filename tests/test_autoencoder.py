@@ -28,14 +28,7 @@ from minidiff.training.autoencoder import reconstruction_grid, train_autoencoder
 from minidiff.training.config import AutoencoderConfig
 from minidiff.utils.errors import MinidiffError
 
-from tiny_runs import tiny
-
-
-def tiny_autoencoder(out, **overrides) -> AutoencoderConfig:
-    """6 steps on 64 built-in sprites at 32 px, an 8-channel network, a checkpoint at step 3."""
-    base = {"n_images": 64, "n_feat": 8, "batch_size": 8, "steps": 6, "checkpoint_every": 3,
-            "log_every": 2, "progress": False, "device": "cpu", "threads": 1, "out": str(out)}
-    return AutoencoderConfig(**{**base, **overrides})
+from tiny_runs import tiny, tiny_autoencoder
 
 
 @pytest.fixture(scope="module")

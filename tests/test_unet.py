@@ -153,6 +153,34 @@ def test_full_resolution_patch_keeps_the_shape_and_costs_four_times_the_first_co
     assert full.init_conv.in_channels * 4 == patched.init_conv.in_channels == 12
 
 
+@pytest.mark.parametrize("height", [4, 16, 32])
+def test_the_full_resolution_head_keeps_the_shape_and_trains_every_weight(height):
+    torch.manual_seed(0)
+    model = net(n_feat=16, height=height, pixel_feat=8)
+    x = torch.randn(2, 3, height, height)
+    model(x, torch.rand(2), torch.eye(5)[:2]).square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    # the last patch conv writes 8 features for each of a patch's 4 pixels, not 4 x 3 pixels
+    assert model.out[-1].out_channels == 4 * 8 and model.pixel_out[0].in_channels == 8 + 3
+
+
+def test_the_head_adds_only_its_own_weights_and_leaves_the_default_as_it_was():
+    """pixel_feat=0 is the network every earlier checkpoint holds: the same state_dict keys."""
+    m, c, n = 16, 3, 16
+    plain, headed = net(n_feat=n), net(n_feat=n, pixel_feat=m)
+    added = (4 * m - 4 * c) * (n * 9 + 1)  # the last patch conv writes 4m channels, not 4C
+    added += (m + c) * m * 9 + m + m * c * 9 + c  # the two 3x3 convolutions at full resolution
+    assert n_params(headed) - n_params(plain) == added
+    assert set(net(n_feat=n, pixel_feat=0).state_dict()) == set(plain.state_dict())
+
+
+def test_the_head_is_refused_where_it_cannot_be_built():
+    one_line_error(lambda: net(pixel_feat=12), "multiple of 8")
+    one_line_error(lambda: net(pixel_feat=8, patch=1), "patch=1 is full resolution already")
+    one_line_error(lambda: net(pixel_feat=128), "up to 64")
+    one_line_error(lambda: net("course", pixel_feat=8), "settings of the minidiff network")
+
+
 def test_dropout_is_random_in_training_and_off_in_eval():
     torch.manual_seed(0)
     model = net(n_feat=16, dropout=0.5)

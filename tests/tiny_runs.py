@@ -1,7 +1,9 @@
-"""Tiny training runs (a second or two on a CPU) shared by the trainer's and `train`'s tests."""
+"""Tiny training runs (a second or two on a CPU) shared by the trainer's, `train`'s, the
+autoencoder's and the lab's tests."""
 
 from minidiff import cli
 from minidiff.training import TrainConfig
+from minidiff.training.config import AutoencoderConfig
 
 # `minidiff train` flags for a run on 32 built-in sprites with an 8-channel network
 TINY = ["--n-images", "32", "--n-feat", "8", "--batch-size", "8", "--sample-every", "0",
@@ -14,6 +16,13 @@ def tiny(out, **overrides) -> TrainConfig:
             "sample_every": 0, "checkpoint_every": 4, "log_every": 2, "progress": False,
             "device": "cpu", "threads": 1, "out": str(out)}
     return TrainConfig(**{**base, **overrides})
+
+
+def tiny_autoencoder(out, **overrides) -> AutoencoderConfig:
+    """6 steps on 64 built-in sprites at 32 px, an 8-channel network, a checkpoint at step 3."""
+    base = {"n_images": 64, "n_feat": 8, "batch_size": 8, "steps": 6, "checkpoint_every": 3,
+            "log_every": 2, "progress": False, "device": "cpu", "threads": 1, "out": str(out)}
+    return AutoencoderConfig(**{**base, **overrides})
 
 
 def run_train(argv, capsys) -> tuple[int, str, str]:

@@ -78,7 +78,8 @@ print(f"a {CLASSES[labels[0]]} sprite, pixel range [{x0.min():.3f}, {x0.max():.3
 steps = [0, 25, 50, 100, 200, 300, 400, 500]
 eps = np.random.default_rng(0).standard_normal(x0.shape)
 strip = np.concatenate([q_sample(x0, np.array([k]), eps, s) for k in steps])
-save_grid(torch.from_numpy(strip), OUT / "01_noised.png", nrow=len(steps), scale=6)
+save_grid(torch.from_numpy(strip), OUT / "01_noised.png", nrow=len(steps), scale=6,
+          captions=[f"t={k}" for k in steps])  # each column labelled with its t
 print("saved", OUT / "01_noised.png", "for t =", steps)
 
 # %% [markdown]

@@ -136,11 +136,12 @@ assert torch.allclose(images, by_hand, atol=1e-4)
 # average), and detail settles as t falls.
 
 # %%
-columns = len(frames)
+columns_t = [*range(T, 0, -100), 0]
+assert len(columns_t) == len(frames)
 for name, stack in (("02_x_t.png", frames), ("02_predicted_x0.png", predicted_x0)):
     strip = torch.stack([s[: pick(4, 2)] for s in stack], dim=1).flatten(0, 1)  # sample-major
-    save_grid(strip, OUT / name, nrow=columns, normalize="clip")
-columns_t = [*range(T, 0, -100), 0]
+    save_grid(strip, OUT / name, nrow=len(columns_t), normalize="clip",
+              captions=[f"t={t}" for t in columns_t])  # each column labelled with its t
 print("saved", OUT / "02_x_t.png", "and", OUT / "02_predicted_x0.png",
       "(columns: t =", ", ".join(map(str, columns_t)) + ")")
 print("sqrt(alpha_bar_t) at those t:",

@@ -26,7 +26,7 @@ from minidiff.training.trainer import train
 GROUPS = {
     "data": ["data", "labels", "classes", "n_images", "image_size", "autoencoder"],
     "schedule and network": ["schedule", "timesteps", "beta1", "beta2", "arch", "n_feat", "patch",
-                             "dropout", "prediction"],
+                             "pixel_feat", "dropout", "prediction"],
     "optimisation": ["minutes", "batch_size", "optimizer", "lr", "weight_decay", "warmup_steps",
                      "lr_schedule", "ema_decay", "grad_clip", "loss_weight", "snr_gamma",
                      "context_drop", "hflip", "seed"],

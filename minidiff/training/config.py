@@ -23,7 +23,7 @@ from pathlib import Path
 
 from minidiff.data.limits import IMAGE_SIZE_STEP, MAX_IMAGE_SIZE, check_image_size
 from minidiff.reference.noising import KINDS as SCHEDULES
-from minidiff.unet import ARCHS, PATCHES, PREDICTIONS
+from minidiff.unet import ARCHS, MAX_PIXEL_FEAT, PATCHES, PREDICTIONS
 from minidiff.utils.errors import MinidiffError
 from minidiff.utils.rules import check_settings, setting
 from minidiff.utils.threads import CORES
@@ -115,7 +115,8 @@ PRESETS = {
         "lr": 1e-3, "weight_decay": 0.0, "warmup_steps": 0, "lr_schedule": "course",
         "ema_decay": 0.0, "grad_clip": 0.0, "context_drop": 0.1, "hflip": False,
         "precision": "fp32", "channels_last": False, "compile": False, "preset": "course",
-        "patch": 2, "dropout": 0.0, "prediction": "eps", "loss_weight": "uniform",
+        "patch": 2, "pixel_feat": 0, "dropout": 0.0, "prediction": "eps",
+        "loss_weight": "uniform",
     },
 }
 
@@ -143,6 +144,9 @@ class TrainConfig:
     patch: int = setting(2, "minidiff network: read patch x patch pixel blocks as channels; 1 "
                          "keeps a full-resolution level (4x the cost per n_feat)",
                          low=min(PATCHES), high=max(PATCHES))
+    pixel_feat: int = setting(0, "minidiff network on 2x2 patches: channels of a "
+                              "full-resolution head (a multiple of 8); 0 none",
+                              low=0, high=MAX_PIXEL_FEAT)
     dropout: float = setting(0.0, "minidiff network: dropout in each residual block", low=0,
                              below=1)
     # optimisation

@@ -102,7 +102,7 @@ class Trainer:
         self.unet_config = UnetConfig(arch=c.arch, in_channels=images.shape[1], n_feat=c.n_feat,
                                       n_cfeat=self.dataset.contexts.shape[1],
                                       height=images.shape[-1], patch=c.patch, dropout=c.dropout,
-                                      prediction=c.prediction)
+                                      pixel_feat=c.pixel_feat, prediction=c.prediction)
         self.batches = Batches(images.to(self.device), self.dataset.contexts.to(self.device),
                                T=c.timesteps, batch_size=c.batch_size, seed=c.seed,
                                context_drop=c.context_drop, hflip=c.hflip, rank=self.env.rank,

@@ -139,3 +139,20 @@ def test_lab_without_gradio_says_what_to_install(run, monkeypatch, capsys):
     assert cli.main(["lab", "--run", str(run)]) == 2
     assert capsys.readouterr().err.strip() == \
         'minidiff lab: error: the lab needs Gradio: pip install -e ".[lab]"'
+
+
+def test_a_latent_run_shows_each_latent_beside_its_decoding(latent_run):
+    lab = Lab(latent_run)
+    request = ask(lab, n=3, steps=4)
+    done = lab.denoise(request)
+    pipe = load(latent_run)
+    expected = pipe.sample(3, sampler="dpm++2m", steps=4, classes=request.classes, seed=3,
+                           normalize="clip")
+    np.testing.assert_array_equal(done.final, expected.numpy())
+    assert done.final.shape == (3, 32, 32, 3)
+    # every picture but the prediction: the 8x8 latent, drawn at 32 px, beside its decoding
+    assert done.pictures["x_t"].shape == (4, 3, 32, 64, 3)
+    pictures, text = done.frame(4, 2)
+    np.testing.assert_array_equal(pictures["x_s"][:, 32:], done.final[2])
+    picture, _, formula = views.forward(lab, 250)
+    assert picture.ndim == 3 and "DDPM eq. 4" in formula
