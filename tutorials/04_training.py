@@ -324,11 +324,12 @@ assert 1 / alpha_bar[T] > 100 * (1 / alpha_bar[1]), "v weights the noisiest step
 # %%
 from minidiff.evaluation.texture import box_blur, hf_ratio, patch_swd
 
-real = torch.from_numpy(make_sprites(n=pick(2000, 200), seed=1)[0]).permute(0, 3, 1, 2)
-real = real.float() / 127.5 - 1  # uint8 NHWC -> [-1, 1] NCHW
+pixels, labels = make_sprites(n=pick(2000, 200), seed=1)
+real = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1  # uint8 NHWC -> [-1, 1]
 half = len(real) // 2
 a, b = real[:half], real[half:]
-samples = minidiff.load(RUN, device="cpu").sample(half, seed=0)  # the classes in turn
+# the samples ask for b's classes, image for image, so they stand where b stands
+samples = minidiff.load(RUN, device="cpu").sample(half, classes=labels[half:].tolist(), seed=0)
 swd = {"real (the floor)": patch_swd(b, a), "real, blurred 2x2": patch_swd(box_blur(b), a),
        "this chapter's run": patch_swd(samples, a)}
 for name, value in swd.items():
