@@ -68,7 +68,7 @@ from minidiff.data.images import by_class, save_grid, to_uint8
 from minidiff.evaluation.classifier import ClassifierConfig, cached_classifier, classify
 from minidiff.evaluation.held_out import evaluate_held_out, split_dataset
 from minidiff.pipeline import load
-from minidiff.samplers import SamplerConfig
+from minidiff.samplers import FEW_STEP, SamplerConfig
 from minidiff.training import TrainConfig, train, with_preset
 from minidiff.utils.errors import MinidiffError
 from minidiff.utils.rules import rules
@@ -297,7 +297,7 @@ def parse_args(argv=None):
         help="sample seeds, comma separated (default 0,1,2)")
     add("--guidance", type=lambda s: [float(x) for x in s.split(",")], default=[],
         help="guidance scales measured besides guidance 1, comma separated (e.g. 2)")
-    add("--sampler", default=SamplerConfig.sampler, choices=("ddim", "dpm++2m"),
+    add("--sampler", default=SamplerConfig.sampler, choices=FEW_STEP,
         help=f"the sampler of the samples (default {SamplerConfig.sampler})")
     add("--eta", type=float, default=SamplerConfig.eta, help="DDIM eta of the samples")
     add("--sample-steps", type=int, default=SamplerConfig.steps, help="sampler steps of the "

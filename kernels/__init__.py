@@ -19,6 +19,7 @@ from minidiff.kernels import runtime
 WRAPPERS = {
     "ddim_step": "minidiff.kernels.samplers",
     "ddpm_step": "minidiff.kernels.samplers",
+    "dpm_solver_sde_step": "minidiff.kernels.dpm_solver",
     "dpm_solver_step": "minidiff.kernels.dpm_solver",
     "q_sample": "minidiff.kernels.noising",
 }

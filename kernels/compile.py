@@ -40,12 +40,14 @@ class Variant:
     noise: str = "philox"  # NOISE constexpr: "philox" (drawn in-kernel), "tensor" or "none"
     clip_x0: bool = False  # DDIM's CLIP_X0
     second_order: bool = False  # DPM-Solver++'s SECOND_ORDER (reads x0_theta_prev)
+    sde: bool = False  # DPM-Solver++'s SDE (its noise: `noise`)
 
     @property
     def name(self) -> str:
         clip = "+clip" if self.clip_x0 else ""
         if self.kernel == "dpm_solver_step":
-            return f"{self.kernel}[order {1 + self.second_order}, {self.dtype}]"
+            sde = f"sde {self.noise}, " if self.sde else ""
+            return f"{self.kernel}[{sde}order {1 + self.second_order}, {self.dtype}]"
         return f"{self.kernel}[{self.noise}{clip}, {self.dtype}]"
 
     def min_bytes_per_element(self) -> int:
@@ -68,6 +70,7 @@ VARIANTS = (
     Variant("dpm_solver_step", "float32", "none"),
     Variant("dpm_solver_step", "float32", "none", second_order=True),
     Variant("dpm_solver_step", "bfloat16", "none", second_order=True),
+    Variant("dpm_solver_step", "float32", "philox", second_order=True, sde=True),
 )
 
 
@@ -136,8 +139,10 @@ def _kernel_and_signature(variant: Variant):
         fn = dpm_solver._dpm_solver_step_kernel
         sig = {"x_t_ptr": data, "eps_theta_ptr": data, "t_ptr": "*i64", "s_ptr": "*i64",
                "alpha_bar_ptr": f64, "x0_theta_prev_ptr": data, "t_prev_ptr": "*i64",
-               "x_s_ptr": data, "x0_theta_ptr": data, "n_per_sample": "i32"}  # fmt: skip
-        constexprs = {"SECOND_ORDER": variant.second_order, "BLOCK": BLOCK}
+               "x_s_ptr": data, "x0_theta_ptr": data, "z_ptr": data, "philox_seed": i64,
+               "n_per_sample": "i32"}  # fmt: skip
+        constexprs = {"SECOND_ORDER": variant.second_order, "SDE": variant.sde,
+                      "NOISE": variant.noise, "BLOCK": BLOCK}
     else:
         fn = noising._q_sample_kernel
         sig = {"x0_ptr": data, "t_ptr": "*i64", "alpha_bar_ptr": f64, "philox_seed": i64,

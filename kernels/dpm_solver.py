@@ -1,4 +1,4 @@
-"""One DPM-Solver++(2M) update fused into a single Triton kernel.
+"""One DPM-Solver++(2M) update, or one of its SDE twin, fused into a single Triton kernel.
 
 The update (`minidiff.reference.dpm_solver.dpm_solver_step`, Lu et al. 2022b, Algorithm 2) needs
 the model's eps_theta, x_t and, from the second update on, the previous update's x0_theta; it
@@ -6,6 +6,9 @@ gives x_s and this update's x0_theta, which the next update reads. Eager torch m
 elementwise op (predict_x0, the correction, the blend); this kernel reads x_t, eps_theta and
 x0_theta_prev once and writes x_s and x0_theta once: 12 bytes in and 8 out per float32 element
 (8 in at first order), the minimum for the update. No noise: the solver is deterministic.
+The SDE twin (`dpm_solver_sde_step`, SDE=True) is the same pass with other coefficients and the
+fresh noise z drawn in-kernel (`tl.randn`, philox_seed(seed, k), as the DDIM kernel draws it),
+so it moves no more bytes.
 
 Notation as in the reference's DPM-Solver++ section (alpha_t = sqrt(alpha_bar_t), sigma_t,
 lambda_t = log(alpha_t / sigma_t), h = lambda_s - lambda_t). Each sample's coefficients come from
@@ -21,14 +24,15 @@ import torch
 import triton
 import triton.language as tl
 
+from minidiff.dpm_solver import dpm_solver_sde_coefficients
 from minidiff.kernels import launch
 from minidiff.kernels.noising import predict_x0
 from minidiff.noising import Schedule
 
-__all__ = ["dpm_solver_step"]
+__all__ = ["dpm_solver_sde_step", "dpm_solver_step"]
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["philox_seed"])
 def _dpm_solver_step_kernel(
     x_t_ptr,  # (B, N) x_t, float32/float16/bfloat16, contiguous
     eps_theta_ptr,  # (B, N) eps_theta(x_t, t), the model's noise prediction
@@ -39,11 +43,16 @@ def _dpm_solver_step_kernel(
     t_prev_ptr,  # (B,) int64 timestep x0_theta_prev was predicted at, > t; read when SECOND_ORDER
     x_s_ptr,  # (B, N) x_s; may be x_t_ptr (in place)
     x0_theta_ptr,  # (B, N) this update's x0_theta, for the next; may be x0_theta_prev_ptr
+    z_ptr,  # (B, N) fresh noise, read when NOISE == "tensor" (SDE only)
+    philox_seed,  # philox_seed(seed, k), used when NOISE == "philox" (SDE only)
     n_per_sample,  # N, elements per sample
     SECOND_ORDER: tl.constexpr,  # Algorithm 2's multistep update; False: first order (DDIM)
+    SDE: tl.constexpr,  # dpm_solver_sde_step's coefficients and noise; False: the ODE's
+    NOISE: tl.constexpr,  # "philox": draw z in-kernel; "tensor": read z; "none": sigma = 0
     BLOCK: tl.constexpr,  # elements per program, all within one sample
 ):
-    """`minidiff.reference.dpm_solver.dpm_solver_step`: x_s = ratio * x_t + phi * D."""
+    """`minidiff.reference.dpm_solver.dpm_solver_step`: x_s = ratio * x_t + phi * D, or with
+    SDE `dpm_solver_sde_step`: x_s = ratio * x_t + phi * D + sigma * z."""
     b, offsets, mask = launch.sample_chunk(n_per_sample, BLOCK)  # sample b, its elements
 
     # dpm_solver_coefficients, in float64 as the reference
@@ -53,6 +62,13 @@ def _dpm_solver_step_kernel(
     ratio = tl.sqrt((1.0 - alpha_bar_s) / (1.0 - alpha_bar_t))  # sigma_s / sigma_t
     # e^{-h} = (sigma_s / alpha_s) / (sigma_t / alpha_t), so phi = alpha_s (1 - e^{-h}) is
     phi = tl.sqrt(alpha_bar_s) - ratio * tl.sqrt(alpha_bar_t)
+    sigma = 0.0 * ratio
+    if SDE:  # dpm_solver_sde_coefficients
+        e_minus_h = ratio * tl.sqrt(alpha_bar_t / alpha_bar_s)
+        one_minus_e_2h = 1.0 - e_minus_h * e_minus_h
+        sigma = tl.sqrt((1.0 - alpha_bar_s) * one_minus_e_2h)
+        ratio = ratio * e_minus_h
+        phi = tl.sqrt(alpha_bar_s) * one_minus_e_2h
 
     x_t = tl.load(x_t_ptr + offsets, mask=mask).to(tl.float32)
     eps_theta = tl.load(eps_theta_ptr + offsets, mask=mask).to(tl.float32)
@@ -69,6 +85,10 @@ def _dpm_solver_step_kernel(
         x0_theta_prev = tl.load(x0_theta_prev_ptr + offsets, mask=mask).to(tl.float32)
         d = x0_theta + c.to(tl.float32) * (x0_theta - x0_theta_prev)  # Algorithm 2, line 5
     x_s = ratio.to(tl.float32) * x_t + phi.to(tl.float32) * d  # Algorithm 2, line 6
+    if NOISE == "philox":
+        x_s += sigma.to(tl.float32) * tl.randn(philox_seed, offsets)
+    elif NOISE == "tensor":
+        x_s += sigma.to(tl.float32) * tl.load(z_ptr + offsets, mask=mask).to(tl.float32)
     tl.store(x_s_ptr + offsets, x_s.to(x_s_ptr.dtype.element_ty), mask=mask)
     tl.store(x0_theta_ptr + offsets, x0_theta.to(x0_theta_ptr.dtype.element_ty), mask=mask)
 
@@ -92,6 +112,44 @@ def dpm_solver_step(
     `x0_theta_out=x0_theta_prev` update in place. float32/float16/bfloat16 in and out (out's
     dtype wins), float32 arithmetic. Non-contiguous inputs are copied first.
     """
+    return _launch(x_t, eps_theta, t, s, schedule, x0_theta_prev, t_prev, out, x0_theta_out)
+
+
+def dpm_solver_sde_step(
+    x_t: torch.Tensor,
+    eps_theta: torch.Tensor,
+    t,
+    s,
+    schedule: Schedule,
+    z: torch.Tensor | None = None,
+    x0_theta_prev: torch.Tensor | None = None,
+    t_prev=None,
+    *,
+    seed: int | None = None,
+    k: int | None = None,
+    out: torch.Tensor | None = None,
+    x0_theta_out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused `minidiff.dpm_solver.dpm_solver_sde_step`: (x_s, x0_theta) in one pass.
+
+    As `dpm_solver_step`, plus the fresh noise: read from `z`, or drawn in-kernel from
+    philox_seed(seed, k) (k the noise index); neither only where sigma = 0 for every sample
+    (`check_z`: s = 0).
+    """
+    def sigma():
+        t_ = launch.check_t(t, schedule.T, x_t)
+        s_ = launch.check_t(s, schedule.T, x_t, name="s", low=0)
+        return dpm_solver_sde_coefficients(t_, s_, launch.on_device(schedule, x_t))[3]
+
+    noise = launch.noise(seed, k, z, x_t, sigma, "dpm_solver_sde_step")
+    return _launch(x_t, eps_theta, t, s, schedule, x0_theta_prev, t_prev, out, x0_theta_out,
+                   noise)
+
+
+def _launch(x_t, eps_theta, t, s, schedule, x0_theta_prev, t_prev, out, x0_theta_out,
+            noise=None):
+    """Check, allocate and launch `_dpm_solver_step_kernel`; `noise` (the SDE's): the (NOISE
+    mode, z argument, Philox seed) of `launch.noise`, None for the ODE."""
     if (x0_theta_prev is None) != (t_prev is None):
         raise ValueError("give x0_theta_prev and t_prev together (second order) or neither")
     batch, n_per_sample, x_t, eps_theta, t, s, schedule = launch.jump_inputs(
@@ -106,11 +164,13 @@ def dpm_solver_step(
     x0_theta_out = launch.output(x0_theta_out, x_t)
     if x_t.numel() == 0:
         return out, x0_theta_out
+    mode, z_arg, philox_seed = noise if noise is not None else ("none", x_t, 0)
     grid, block, num_warps = launch.launch_geometry(batch, n_per_sample)
     _dpm_solver_step_kernel[grid](
         x_t, eps_theta, t, s, schedule.alpha_bar,
         x0_theta_prev if second_order else x_t, t_prev if second_order else t,  # unread stand-ins
-        out, x0_theta_out, n_per_sample,
-        SECOND_ORDER=second_order, BLOCK=block, num_warps=num_warps,
+        out, x0_theta_out, z_arg, philox_seed, n_per_sample,
+        SECOND_ORDER=second_order, SDE=noise is not None, NOISE=mode, BLOCK=block,
+        num_warps=num_warps,
     )  # fmt: skip
     return out, x0_theta_out

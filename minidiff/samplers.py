@@ -28,7 +28,12 @@ from dataclasses import dataclass
 
 import torch
 
-from minidiff.dpm_solver import DPM_SPACINGS, dpm_solver_step, dpm_solver_timesteps
+from minidiff.dpm_solver import (
+    DPM_SPACINGS,
+    dpm_solver_sde_step,
+    dpm_solver_step,
+    dpm_solver_timesteps,
+)
 from minidiff.noising import (
     Schedule,
     check_same_shape,
@@ -132,8 +137,9 @@ def ddim_step(
 
 # The sampling loop
 
-SAMPLERS = ("ddim", "ddpm", "ddpm-no-noise", "dpm++2m")
-FEW_STEP = ("ddim", "dpm++2m")  # the samplers that take `steps`
+SAMPLERS = ("ddim", "ddpm", "ddpm-no-noise", "dpm++2m", "dpm++2m-sde")
+DPM = ("dpm++2m", "dpm++2m-sde")  # DPM-Solver++(2M), its ODE and its SDE
+FEW_STEP = ("ddim", *DPM)  # the samplers that take `steps`
 # DDIM's default eta (`pipe.sample`, the CLI, the training previews): 1, chosen by eye over the
 # feature FID, which preferred eta 0's speckled sprites (benchmarks/RESULTS.md, Sampling).
 ETA = 1.0
@@ -151,7 +157,8 @@ class SamplerConfig:
 
     sampler: str = setting("ddim", "how to walk from noise to images", choices=SAMPLERS)
     # "ddpm" takes all T steps, "ddpm-no-noise" is the course's z = 0 demo, "dpm++2m" is
-    # DPM-Solver++(2M) (Lu et al. 2022b: second order, deterministic)
+    # DPM-Solver++(2M) (Lu et al. 2022b: second order, deterministic), "dpm++2m-sde" its
+    # stochastic twin (fresh noise each update, as DDIM at eta 1)
     steps: int = setting(25, "DDIM / dpm++2m updates (the course's demo: 25); DDPM always takes "
                          "all T", low=1)  # and <= T: `check`
     eta: float = setting(ETA, "DDIM noise: 0 deterministic (the course), 1 DDPM-like (DDIM eq. "
@@ -179,7 +186,7 @@ class SamplerConfig:
         check_settings(self)
         if self.sampler in FEW_STEP and self.steps > T:
             raise MinidiffError(f"steps={self.steps} is too large: it must be <= {T}, the run's T")
-        if self.sampler != "dpm++2m" and self.spacing is not None and self.spacing not in SPACINGS:
+        if self.sampler not in DPM and self.spacing is not None and self.spacing not in SPACINGS:
             raise MinidiffError(f"spacing {self.spacing!r} is not one of {', '.join(SPACINGS)} "
                                 f"({self.spacing} is for dpm++2m)")
         if self.guidance_interval is not None:
@@ -194,7 +201,7 @@ class SamplerConfig:
         """The timesteps visited, from T down to 0; each consecutive pair (t, s) is one update."""
         if self.sampler == "ddim":
             return [int(t) for t in ddim_timesteps(T, self.steps, self.spacing or "course")]
-        if self.sampler == "dpm++2m":
+        if self.sampler in DPM:
             return [int(t) for t in dpm_solver_timesteps(T, self.steps, self.spacing or "trailing")]
         return list(range(T, -1, -1))
 
@@ -317,18 +324,27 @@ def _torch_update(config: SamplerConfig):
 
     if config.sampler == "dpm++2m":
         return _multistep(dpm_solver_step)
+    if config.sampler == "dpm++2m-sde":
+        def sde_step(x, eps_theta, t, s, schedule, seed, k, x0_theta_prev, t_prev):
+            z = randn_like_step(x, seed, k) if s > 0 else None  # s = 0: sigma = 0, no noise
+            return dpm_solver_sde_step(x, eps_theta, t, s, schedule, z, x0_theta_prev, t_prev)
+        return _multistep(sde_step, noisy=True)
     return ddim if config.sampler == "ddim" else ddpm
 
 
-def _multistep(dpm_solver_step):
+def _multistep(step, noisy=False):
     """x_t -> x_s with DPM-Solver++(2M), which keeps one update's state for the next: the
     previous x0_theta and the timestep it was predicted at (Algorithm 2's buffer Q). The first
-    update has none and is first order. No noise: the solver is deterministic."""
+    update has none and is first order. `noisy`: `step` is the SDE's, which also takes the noise
+    index (seed, k) of update k; else the ODE's, deterministic."""
     previous = (None, None)  # (x0_theta_prev, t_prev)
 
     def dpm(x, eps_theta, t, s, schedule, seed, k):
         nonlocal previous
-        x_s, x0_theta = dpm_solver_step(x, eps_theta, t, s, schedule, *previous)
+        if noisy:
+            x_s, x0_theta = step(x, eps_theta, t, s, schedule, seed, k, *previous)
+        else:
+            x_s, x0_theta = step(x, eps_theta, t, s, schedule, *previous)
         previous = (x0_theta, t)
         return x_s
 
@@ -351,6 +367,12 @@ def _fused_update(config: SamplerConfig):
 
     if config.sampler == "dpm++2m":
         return _multistep(kernels.dpm_solver_step)
+    if config.sampler == "dpm++2m-sde":
+        def sde_step(x, eps_theta, t, s, schedule, seed, k, x0_theta_prev, t_prev):
+            # the s = 0 update draws z too, times sigma = 0: the same pixels as the torch twin's
+            return kernels.dpm_solver_sde_step(x, eps_theta, t, s, schedule, None, x0_theta_prev,
+                                               t_prev, seed=seed, k=k)
+        return _multistep(sde_step, noisy=True)
     return ddim if config.sampler == "ddim" else ddpm
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .noising import Schedule, check_same_shape, check_t, extract, predict_x0
-from .samplers import SPACINGS, ddim_timesteps
+from .samplers import SPACINGS, check_z, ddim_timesteps
 
 DPM_SPACINGS = ("trailing", *SPACINGS)
 
@@ -89,6 +89,61 @@ def dpm_solver_step(x_t, eps_theta, t, s, schedule: Schedule, x0_theta_prev=None
         check_same_shape(x_t=x_t, x0_theta_prev=x0_theta_prev)
         d = x0_theta + c * (x0_theta - x0_theta_prev)  # Algorithm 2, line 5
     return ratio * x_t + phi * d, x0_theta  # Algorithm 2, line 6
+
+
+def dpm_solver_sde_coefficients(t, s, schedule: Schedule, t_prev=None):
+    """The four per-sample numbers of one SDE-DPM-Solver++(2M) update from t to s.
+
+    x_s = ratio * x_t + phi * D + sigma * z, with
+        ratio = sigma_s / sigma_t * e^{-h},  phi = alpha_s (1 - e^{-2h}),
+        sigma = sigma_s sqrt(1 - e^{-2h}),   c = 1 / (2 r) as in `dpm_solver_coefficients`
+    (Lu et al. 2022b, section 5 and Appendix: the exponential integrator of the reverse SDE in
+    data prediction; D is Algorithm 2's line 5, the midpoint form). Why it is right: with D = x0
+    and x_t = alpha_t x0 + sigma_t eps, sigma_s / sigma_t e^{-h} alpha_t = alpha_s e^{-2h}, so
+    the mean is alpha_s x0 and the variance sigma_s^2 (e^{-2h} + 1 - e^{-2h}): x_s is on the
+    forward marginal at s. At first order it is DDPM's posterior q(x_s | x_t, x0_theta), i.e.
+    DDIM with eta = 1. s = 0: ratio = sigma = c = 0 and phi = 1, the step lands on x0_theta.
+    """
+    ratio, _, c = dpm_solver_coefficients(t, s, schedule, t_prev)
+    alpha_bar_t, alpha_bar_s = schedule.alpha_bar[t], schedule.alpha_bar[s]
+    # e^{-h} = (sigma_s / alpha_s) / (sigma_t / alpha_t) = ratio * alpha_t / alpha_s
+    e_minus_h = ratio * np.sqrt(alpha_bar_t / alpha_bar_s)
+    one_minus_e_2h = 1.0 - e_minus_h**2  # 1 - e^{-2h}, in (0, 1]
+    sigma = np.sqrt((1.0 - alpha_bar_s) * one_minus_e_2h)
+    return ratio * e_minus_h, np.sqrt(alpha_bar_s) * one_minus_e_2h, c, sigma
+
+
+def dpm_solver_sde_step(x_t, eps_theta, t, s, schedule: Schedule, z=None, x0_theta_prev=None,
+                        t_prev=None):
+    """One SDE-DPM-Solver++(2M) update from t to an earlier s; returns (x_s, x0_theta).
+
+    The stochastic twin of `dpm_solver_step`: the same data prediction and Algorithm 2 line 5
+    correction D, but the reverse SDE's update (coefficients: `dpm_solver_sde_coefficients`):
+        x_s = sigma_s / sigma_t e^{-h} x_t + alpha_s (1 - e^{-2h}) D + sigma_s sqrt(1 - e^{-2h}) z
+    Each update injects fresh noise z, like DDIM at eta = 1 (its first order), which corrects
+    the errors earlier updates made; the second-order D keeps it sharp in few steps. z may be
+    None only where sigma = 0 (s = 0 for every sample).
+    """
+    x_t, eps_theta = np.asarray(x_t, np.float64), np.asarray(eps_theta, np.float64)
+    check_same_shape(x_t=x_t, eps_theta=eps_theta, z=z)
+    if (x0_theta_prev is None) != (t_prev is None):
+        raise ValueError("give x0_theta_prev and t_prev together (second order) or neither")
+    t = check_t(t, schedule.T)
+    if t.shape != (x_t.shape[0],):
+        raise ValueError(f"t must have shape ({x_t.shape[0]},) to match x_t, got {t.shape}")
+    coefficients = dpm_solver_sde_coefficients(t, s, schedule, t_prev)
+    check_z(z, coefficients[3], "dpm_solver_sde_step")
+    ratio, phi, c, sigma = (a.reshape((-1,) + (1,) * (x_t.ndim - 1)) for a in coefficients)
+    x0_theta = predict_x0(x_t, eps_theta, extract(schedule.alpha_bar, t, x_t))
+    d = x0_theta
+    if x0_theta_prev is not None:
+        x0_theta_prev = np.asarray(x0_theta_prev, np.float64)
+        check_same_shape(x_t=x_t, x0_theta_prev=x0_theta_prev)
+        d = x0_theta + c * (x0_theta - x0_theta_prev)  # Algorithm 2, line 5
+    x_s = ratio * x_t + phi * d
+    if z is not None:
+        x_s = x_s + sigma * np.asarray(z, np.float64)
+    return x_s, x0_theta
 
 
 def dpm_solver_timesteps(T: int, n: int, spacing: str = "trailing") -> np.ndarray:

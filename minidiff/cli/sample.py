@@ -54,13 +54,13 @@ def add_sampler_arguments(parser, command: str = "sample") -> None:
     add("--sampler", type=flags.rule_type(RULES["sampler"]), default=SamplerConfig.sampler,
         metavar="{" + ",".join(RULES["sampler"].choices) + "}",
         help="how to walk from noise to images")
-    add("--steps", type=flags.rule_type(RULES["steps"]), help=f"DDIM / dpm++2m updates (default: "
-        f"{SamplerConfig.steps}); DDPM always takes all T")
+    add("--steps", type=flags.rule_type(RULES["steps"]), help=f"DDIM / dpm++2m(-sde) updates "
+        f"(default: {SamplerConfig.steps}); DDPM always takes all T")
     add("--eta", type=flags.rule_type(RULES["eta"]), help=f"DDIM noise: 0 deterministic, 1 "
         f"DDPM-like (default: {ETA:g}: visibly cleaner sprites, see minidiff/samplers.py)")
     add("--spacing", type=flags.rule_type(RULES["spacing"]), default=None,
         metavar="{" + ",".join(RULES["spacing"].choices) + "}", help="which timesteps DDIM or "
-        "dpm++2m visit (default: course for DDIM, trailing = T..0 evenly for dpm++2m)")
+        "dpm++2m(-sde) visit (default: course for DDIM, trailing = T..0 evenly for dpm++2m)")
     steer = ("towards --class or --mix" if command == "sample"
              else "towards the data's classes (a conditional run)")
     add("--guidance", type=flags.rule_type(RULES["guidance"]),
@@ -107,12 +107,13 @@ def sampler_config(args, T: int) -> SamplerConfig:
     """The SamplerConfig the flags ask for, checked against a T-step schedule."""
     ddim = args.sampler == "ddim"
     if args.eta is not None and not ddim:
-        raise MinidiffError(f"--eta is for --sampler ddim; {args.sampler} adds no noise"
-                            if args.sampler == "dpm++2m" else
-                            f"--eta is for --sampler ddim; {args.sampler} takes all {T} steps")
+        why = {"dpm++2m": "adds no noise",
+               "dpm++2m-sde": "always adds its SDE's noise (DDIM eta 1's); for none, use dpm++2m"
+               }.get(args.sampler, f"takes all {T} steps")
+        raise MinidiffError(f"--eta is for --sampler ddim; {args.sampler} {why}")
     if args.steps is not None and args.sampler not in FEW_STEP:
-        raise MinidiffError(f"--steps is for --sampler ddim or dpm++2m; {args.sampler} takes "
-                            f"all {T} steps")
+        raise MinidiffError(f"--steps is for --sampler ddim, dpm++2m or dpm++2m-sde; "
+                            f"{args.sampler} takes all {T} steps")
     try:
         config = SamplerConfig(sampler=args.sampler,
                                steps=SamplerConfig.steps if args.steps is None else args.steps,
@@ -277,7 +278,8 @@ def describe(config: SamplerConfig, T: int) -> str:
     """e.g. "DDIM 25 steps (eta 1)" or "DDPM 500 steps, guidance 2"."""
     updates = len(config.timesteps(T)) - 1
     name = {"ddim": "DDIM", "ddpm": "DDPM", "ddpm-no-noise": "DDPM without noise",
-            "dpm++2m": "DPM-Solver++(2M)"}.get(config.sampler, config.sampler)
+            "dpm++2m": "DPM-Solver++(2M)", "dpm++2m-sde": "SDE-DPM-Solver++(2M)"
+            }.get(config.sampler, config.sampler)
     text = f"{name} {updates} steps"
     text += f" (eta {config.eta:g})" if config.sampler == "ddim" else ""
     text += f", guidance {config.guidance:g}" if config.guidance is not None else ""

@@ -1,4 +1,5 @@
-"""The fused DPM-Solver++(2M) kernel against the NumPy reference, in place, and on paper (PTX).
+"""The fused DPM-Solver++(2M) kernel, ODE and SDE, against the NumPy reference, in place, and on
+paper (PTX). The SDE's in-kernel noise is the reference's Philox stream, element by element.
 
 Runs natively when CUDA is present, else in Triton's interpreter on the CPU (same tests). The
 reference is fed the inputs as rounded to the kernel's dtype.
@@ -11,9 +12,10 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from minidiff import dpm_solver
-from minidiff.kernels import dpm_solver_step, runtime
+from minidiff.kernels import dpm_solver_sde_step, dpm_solver_step, runtime
 from minidiff.noising import Schedule, make_schedule
 from minidiff.reference import dpm_solver as ref_dpm
+from minidiff.reference import philox as ref_philox
 from minidiff.reference.noising import make_schedule as make_ref_schedule
 
 from compare import TOLERANCE, assert_close
@@ -82,6 +84,50 @@ def test_dpm_solver_step_matches_reference(ref_schedule, case, second_order):
     assert_close(got_x0, expected_x0, case["dtype"], atol=4 * atol * scale, rtol=rtol,
                  what="x0_theta")
     assert_close(got, expected, case["dtype"], atol=4 * atol * scale, rtol=rtol, what="x_s")
+
+
+@settings(max_examples=10)  # the interpreter is slow
+@given(schedules().filter(lambda s: s.T >= 2), cases, st.booleans(), st.booleans())
+@example(COURSE, case(3, (3, 29, 29), seed=5), True, True)  # several blocks, in-kernel noise
+@example(COURSE, case(0, (3, 16, 16)), True, False)  # empty batch
+def test_dpm_solver_sde_step_matches_reference(ref_schedule, case, second_order, philox_noise):
+    """The SDE update with z read from a tensor, or drawn in-kernel (philox_seed(seed, k)) and
+    compared with the reference's own draw of that stream."""
+    x_t, eps_theta, x0_theta_prev, z = inputs(case, n=4)
+    T_usable = max(2, int(np.nonzero(ref_schedule.alpha_bar > 1e-6)[0].max()))
+    t_prev, t, s = three_timesteps(case["seed"], case["batch"], T_usable)
+    history = (x0_theta_prev, t_prev) if second_order else (None, None)
+    schedule = Schedule.from_reference(ref_schedule).to(DEVICE)
+    k = case["seed"] % 30 + 1
+    if philox_noise:
+        got, got_x0 = dpm_solver_sde_step(x_t, eps_theta, t, s, schedule, None, *history,
+                                          seed=case["seed"], k=k)
+        z_ref = ref_philox.randn_like_step(as_ref(x_t), case["seed"], k)
+    else:
+        got, got_x0 = dpm_solver_sde_step(x_t, eps_theta, t, s, schedule, z, *history)
+        z_ref = as_ref(z)
+    expected, expected_x0 = ref_dpm.dpm_solver_sde_step(
+        as_ref(x_t), as_ref(eps_theta), t.numpy(), s.numpy(), ref_schedule, z_ref,
+        as_ref(history[0]), None if history[1] is None else history[1].numpy())
+    assert got.dtype == got_x0.dtype == case["dtype"] and got.shape == x_t.shape
+    c = ref_dpm.dpm_solver_sde_coefficients(t.numpy(), s.numpy(), ref_schedule,
+                                            t_prev.numpy() if second_order else None)[2]
+    atol, rtol = TOLERANCE[case["dtype"]]
+    scale = float(np.max(1 / np.sqrt(ref_schedule.alpha_bar[t.numpy()]), initial=1.0))
+    scale *= 1 + 2 * float(np.max(np.abs(c), initial=0.0))
+    assert_close(got_x0, expected_x0, case["dtype"], atol=4 * atol * scale, rtol=rtol,
+                 what="x0_theta")
+    assert_close(got, expected, case["dtype"], atol=4 * atol * scale, rtol=rtol, what="x_s")
+
+
+def test_sde_refuses_no_noise_where_sigma_is_not_zero():
+    schedule, x = make_schedule(device=DEVICE), torch.zeros(2, 3, device=DEVICE)
+    with pytest.raises(ValueError, match="needs fresh noise z"):
+        dpm_solver_sde_step(x, x, 3, 2, schedule)
+    with pytest.raises(ValueError, match="not both"):
+        dpm_solver_sde_step(x, x, 3, 2, schedule, x, seed=0, k=1)
+    x_s, x0_theta = dpm_solver_sde_step(x + 1, x, 3, 0, schedule)  # s = 0: sigma = 0, none needed
+    assert torch.equal(x_s, x0_theta)
 
 
 @settings(max_examples=5)
