@@ -40,7 +40,7 @@ from minidiff.autoencoder import Latents, autoencoder_of, beside
 from minidiff.checkpoint import load_checkpoint, mismatch, resolve_checkpoint
 from minidiff.data.images import NORMALIZE, to_uint8
 from minidiff.noising import Schedule, make_schedule
-from minidiff.samplers import ETA, SamplerConfig, sample_loop  # ETA: DDIM's default eta
+from minidiff.samplers import ETA, SAMPLER, SamplerConfig, sample_loop  # ETA: DDIM's eta
 from minidiff.unet import UnetConfig, build_unet
 from minidiff.utils.device import resolve_device
 from minidiff.utils.errors import MinidiffError
@@ -121,13 +121,14 @@ class Pipeline:
         table = torch.stack(vectors)  # (k, n_cfeat), cycled over the batch
         return table[torch.arange(n) % len(table)].to(self.schedule.device)
 
-    def sample(self, n: int = 32, sampler: str = "ddim", steps: int = 25, eta: float = ETA,
+    def sample(self, n: int = 32, sampler: str = SAMPLER, steps: int = 25, eta: float = ETA,
                classes=None, mix=None, guidance: float | None = None, seed: int = 0,
                fused: bool = False, return_intermediates: bool = False,
                normalize: str | None = None, spacing: str | None = None, save_every=None,
                clip: bool = True, batch_size: int | None = None, guidance_interval=None):
-        """Generate n images; see `SamplerConfig` for the sampler settings (`sampler="dpm++2m"`
-        with `steps`; `guidance_interval=(lo, hi)`: guide only at timesteps lo <= t <= hi).
+        """Generate n images; see `SamplerConfig` for the sampler settings (default
+        SDE-DPM-Solver++(2M) at 25 steps; `sampler="ddim"` with `eta` for DDIM, the course's;
+        `guidance_interval=(lo, hi)`: guide only at timesteps lo <= t <= hi).
 
         Returns float32 images (n, C, H, W) clipped to [-1, 1] (`clip=False`: unclipped), or with
         `normalize` ("clip" or "per-image", see `minidiff.data.images`) uint8 pixels (n, H, W, C).

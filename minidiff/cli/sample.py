@@ -1,6 +1,6 @@
 """`python -m minidiff sample`: generate sprites from a trained run.
 
-    python -m minidiff sample                    # newest run: one column per class, DDIM-25
+    python -m minidiff sample                    # newest run: one column per class, SDE-DPM++2M-25
     python -m minidiff sample --class hero,food --guidance 2 --gif
     python -m minidiff sample --mix hero=1,food=0.6 --mix 1,0,0,0,1 --npy
     python -m minidiff sample --run runs/NAME --sampler ddpm --n 16 --out ddpm.png
@@ -56,7 +56,7 @@ def add_sampler_arguments(parser, command: str = "sample") -> None:
         help="how to walk from noise to images")
     add("--steps", type=flags.rule_type(RULES["steps"]), help=f"DDIM / dpm++2m(-sde) updates "
         f"(default: {SamplerConfig.steps}); DDPM always takes all T")
-    add("--eta", type=flags.rule_type(RULES["eta"]), help=f"DDIM noise: 0 deterministic, 1 "
+    add("--eta", type=flags.rule_type(RULES["eta"]), help=f"--sampler ddim's noise: 0 deterministic, 1 "
         f"DDPM-like (default: {ETA:g}: visibly cleaner sprites, see minidiff/samplers.py)")
     add("--spacing", type=flags.rule_type(RULES["spacing"]), default=None,
         metavar="{" + ",".join(RULES["spacing"].choices) + "}", help="which timesteps DDIM or "

@@ -40,7 +40,7 @@ from minidiff.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoin
 from minidiff.data.datasets import dataset_hash, load_dataset
 from minidiff.ema import EMA, has_batchnorm, recalibrate_batchnorm
 from minidiff.noising import eps_from_v, make_schedule, q_sample
-from minidiff.samplers import ETA, SamplerConfig, sample_loop
+from minidiff.samplers import SAMPLER, SamplerConfig, sample_loop
 from minidiff.training import distributed, runs
 from minidiff.training.batches import Batches
 from minidiff.training.config import SESSION_FIELDS, TrainConfig, check_train_config, learning_rate
@@ -376,15 +376,16 @@ class Trainer:
         self.saved_step = self.step
 
     def write_preview(self, per_class: int = 8) -> Path | None:
-        """A preview grid (rank 0): DDIM-25 at `samplers.ETA`, `per_class` images of every class
-        (image i of class i mod k, one column each; 32 unconditional), from the same seeded
+        """A preview grid (rank 0): the default sampler (`samplers.SAMPLER`) at 25 steps,
+        `per_class` images of every class (image i of class i mod k, one column each; 32
+        unconditional), from the same seeded
         noise at every preview so the grids show training, not new draws."""
         if not self.env.is_main:
             return None
         model, k = self.sampling_model(), self.unet_config.n_cfeat
         c = torch.eye(k, device=self.device).repeat(per_class, 1) if k else None
         shape = ((k or 4) * per_class, *self.dataset.images.shape[1:])
-        config = SamplerConfig(sampler="ddim", steps=min(25, self.schedule.T), eta=ETA)
+        config = SamplerConfig(sampler=SAMPLER, steps=min(25, self.schedule.T))
         x, _, _ = sample_loop(model, self.schedule, shape, c, config, seed=self.config.seed)
         images = x if self.latents is None else self.latents.decode(x)  # a latent run: decoded
         self.model.train()

@@ -41,28 +41,28 @@ def one_line(capsys, command="sample") -> str:
 def test_sample_with_no_flags_shows_every_class_in_the_run_folder(run, capsys):
     assert cli("sample", "--run", str(run), "--steps", "2") == 0
     out = capsys.readouterr().out
-    first = run / "samples" / "ddim-2-eta1-seed0.png"
+    first = run / "samples" / "dpm++2m-sde-2-seed0.png"
     assert out.splitlines()[0] == f"run {run}, EMA weights"
     assert "40 sprites, one column per class (hero, non-hero, food, spell, side-facing): " \
-           "DDIM 2 steps (eta 1), seed 0" in out and f"wrote {first}" in out
+           "SDE-DPM-Solver++(2M) 2 steps, seed 0" in out and f"wrote {first}" in out
     assert Image.open(first).size == (4 * (5 * 17 + 1), 4 * (8 * 17 + 1))  # 5 columns, 8 rows
     before = first.read_bytes()
     assert cli("sample", "--run", str(run), "--steps", "2", "--seed", "0") == 0
-    assert f"wrote {run / 'samples' / 'ddim-2-eta1-seed0-2.png'}" in capsys.readouterr().out
+    assert f"wrote {run / 'samples' / 'dpm++2m-sde-2-seed0-2.png'}" in capsys.readouterr().out
     assert first.read_bytes() == before  # the earlier output is kept
 
 
 def test_unconditional_grid_has_no_half_empty_row(tmp_path):
     plain = write_run(tmp_path / "plain", n_cfeat=0)
     assert cli("sample", "--run", str(plain), "--steps", "1") == 0
-    grid = Image.open(plain / "samples" / "ddim-1-eta1-seed0.png")
+    grid = Image.open(plain / "samples" / "dpm++2m-sde-1-seed0.png")
     assert grid.size == (4 * (8 * 17 + 1), 4 * (4 * 17 + 1))  # 32 sprites: 8 columns, 4 rows
 
 
 def test_gif_and_npy_go_beside_the_png_and_the_last_frame_is_the_png(run):
     assert cli("sample", "--run", str(run), "--steps", "3", "--class", "hero", "--n", "1",
                "--gif", "--npy") == 0
-    stem = run / "samples" / "ddim-4-eta1-hero-seed0"
+    stem = run / "samples" / "dpm++2m-sde-3-hero-seed0"
     png = np.asarray(Image.open(f"{stem}.png").convert("RGB")).astype(int)
     gif = Image.open(f"{stem}.gif")
     gif.seek(gif.n_frames - 1)
@@ -177,11 +177,11 @@ def test_eval_writes_into_the_run_folder_and_says_where_the_classifier_is(run, c
     assert cli(*argv) == 0
     out = capsys.readouterr().out
     assert re.search(rf"feature classifier: {tmp_path}/cache/classifier-\S+\.pt \(trained now", out)
-    result = json.loads((run / "eval" / "ddim-1-eta1-seed0.json").read_text())
+    result = json.loads((run / "eval" / "dpm++2m-sde-1-seed0.json").read_text())
     assert result["n_samples"] == 4 and result["threads"] == 1
     assert cli(*argv) == 0
     out = capsys.readouterr().out
-    again = run / "eval" / "ddim-1-eta1-seed0-2.json"
+    again = run / "eval" / "dpm++2m-sde-1-seed0-2.json"
     assert "(read from the cache" in out and f"wrote {again}" in out
 
 

@@ -42,7 +42,7 @@ def test_grid_npy_and_contexts(run, tmp_path, capsys):
     code = sample(run, tmp_path, "--n", "6", "--steps", "5", "--class", "hero,2", "--seed", "4",
                   "--out", str(out), "--npy", str(npy), "--normalize", "per-image")
     assert code == 0
-    assert "6 sprites, one column per class (hero, 2): DDIM 5 steps (eta 1), seed 4" in \
+    assert "6 sprites, one column per class (hero, 2): SDE-DPM-Solver++(2M) 5 steps, seed 4" in \
         capsys.readouterr().out
     pixels, contexts = np.load(npy), np.load(tmp_path / "s_contexts.npy")
     assert pixels.shape == (6, 16, 16, 3) and pixels.dtype == np.uint8
@@ -81,12 +81,12 @@ def test_newest_run_is_the_default(run, tmp_path, monkeypatch, capsys):
     assert main(["sample", "--n", "1", "--steps", "1", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"run {Path('runs') / 'latest'} (the newest under runs/)")
-    assert (tmp_path / "runs" / "latest" / "samples" / "ddim-1-eta1-seed0.png").is_file()
+    assert (tmp_path / "runs" / "latest" / "samples" / "dpm++2m-sde-1-seed0.png").is_file()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="no Triton")
 def test_fused_says_it_runs_in_the_interpreter(run, tmp_path, capsys):
-    base = ["--n", "2", "--steps", "3", "--eta", "1", "--out", str(tmp_path / "x.png")]
+    base = ["--n", "2", "--steps", "3", "--out", str(tmp_path / "x.png")]
     assert sample(run, tmp_path, *base, "--npy", str(tmp_path / "t.npy")) == 0
     assert sample(run, tmp_path, *base, "--npy", str(tmp_path / "f.npy"), "--fused",
                   "--overwrite") == 0
@@ -144,7 +144,8 @@ BAD_FLAGS = [
     (["--eta", "1.5"], "argument --eta: 1.5 is too large: it must be <= 1"),
     (["--sampler", "euler"], "argument --sampler: 'euler' is not one of ddim, ddpm"),
     (["--spacing", "log"], "argument --spacing: 'log' is not one of "),
-    (["--spacing", "trailing"], "error: --spacing 'trailing' is not one of course, uniform"),
+    (["--sampler", "ddim", "--spacing", "trailing"],
+     "error: --spacing 'trailing' is not one of course, uniform"),
     (["--normalize", "gamma"], "argument --normalize: 'gamma' is not one of clip, per-image"),
     (["--weights", "best"], "argument --weights: 'best' is not one of ema, model"),
     (["--save-every", "0"], "argument --save-every: 0 is too small: it must be >= 1"),

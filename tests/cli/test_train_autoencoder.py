@@ -83,10 +83,10 @@ def test_sample_decodes_a_latent_run_with_a_gif(runs, capsys):
     code, err, out = run(["sample", "--run", str(runs / "run"), "--steps", "2", "--n", "5",
                           "--gif", "--npy"], capsys)
     assert code == 0, err
-    pixels = np.load(runs / "run" / "samples" / "ddim-2-eta1-seed0.npy")
+    pixels = np.load(runs / "run" / "samples" / "dpm++2m-sde-2-seed0.npy")
     assert pixels.shape == (5, 32, 32, 3)  # decoded images, not latents
-    gif = Image.open(runs / "run" / "samples" / "ddim-2-eta1-seed0.gif")
-    png = Image.open(runs / "run" / "samples" / "ddim-2-eta1-seed0.png")
+    gif = Image.open(runs / "run" / "samples" / "dpm++2m-sde-2-seed0.gif")
+    png = Image.open(runs / "run" / "samples" / "dpm++2m-sde-2-seed0.png")
     assert gif.size[0] > png.size[0] and gif.size[1] == png.size[1]  # latent beside image
 
 
