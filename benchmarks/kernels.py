@@ -40,8 +40,12 @@ def eager_updates(schedule):
     def dpm_solver_eager(x_t, eps, t):  # second order; eps stands in for the previous x0_theta
         return dpm_solver.dpm_solver_step(x_t, eps, t, t - 20, schedule, eps, t + 20)
 
+    def dpm_solver_sde_eager(x_t, eps, t):  # the SDE twin, its noise drawn as the sampler does
+        return dpm_solver.dpm_solver_sde_step(x_t, eps, t, t - 20, schedule,
+                                              torch.randn_like(x_t), eps, t + 20)
+
     return {"ddpm_step": ddpm, "ddim_step": ddim, "q_sample": q_sample,
-            "dpm_solver_step": dpm_solver_eager}
+            "dpm_solver_step": dpm_solver_eager, "dpm_solver_sde_step": dpm_solver_sde_eager}
 
 
 def fused_updates(schedule):
@@ -55,11 +59,14 @@ def fused_updates(schedule):
         "q_sample": lambda x_t, eps, t: kernels.q_sample(x_t, t, None, schedule, seed=0),
         "dpm_solver_step": lambda x_t, eps, t: kernels.dpm_solver_step(
             x_t, eps, t, t - 20, schedule, eps, t + 20),
+        "dpm_solver_sde_step": lambda x_t, eps, t: kernels.dpm_solver_sde_step(
+            x_t, eps, t, t - 20, schedule, None, eps, t + 20, seed=0, k=1),
     }
 
 
 MIN_TENSORS = {"ddpm_step": 3, "ddim_step": 3, "q_sample": 3,  # float32 tensors read + written
-               "dpm_solver_step": 5}  # x_t, eps_theta, x0_theta_prev -> x_s, x0_theta
+               "dpm_solver_step": 5,  # x_t, eps_theta, x0_theta_prev -> x_s, x0_theta
+               "dpm_solver_sde_step": 5}  # the same, z drawn in-kernel
 
 
 def _nbytes(tree, min_numel: int) -> int:

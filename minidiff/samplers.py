@@ -142,8 +142,8 @@ DPM = ("dpm++2m", "dpm++2m-sde")  # DPM-Solver++(2M), its ODE and its SDE
 FEW_STEP = ("ddim", *DPM)  # the samplers that take `steps`
 # The default sampler of `sample`, `eval`, `pipe.sample` and the training previews, at 25 steps:
 # SDE-DPM-Solver++(2M), chosen by FID and patch SWD together at guidance 1 and 2 on four data
-# sets (benchmarks/RESULTS.md, "Crisp pixels"): DDIM-25 at eta 1's FID and accuracy, with 30-45%
-# less patch SWD (crisper texture).
+# sets (benchmarks/RESULTS.md, "The default sampler"): DDIM-25 at eta 1's FID and accuracy, with
+# 23-41% less patch SWD (crisper texture).
 SAMPLER = "dpm++2m-sde"
 # DDIM's default eta (`--sampler ddim`): 1, chosen by eye over the feature FID, which preferred
 # eta 0's speckled sprites (benchmarks/RESULTS.md, Sampling).

@@ -128,7 +128,8 @@ assert records[-1]["loss"] < LOSS_FALLS_BY * records[0]["loss"], "the loss shoul
 # %% [markdown]
 # ## Samples as it learns
 # Every `sample_every` steps the trainer draws a preview with the EMA weights: one row per
-# class, DDIM with 25 steps, the same starting noise every time, so the grids differ only by
+# class, the default sampler (SDE-DPM-Solver++(2M), 25 steps), the same starting noise every
+# time, so the grids differ only by
 # what the network has learnt. Side by side, left to right:
 
 # %%
@@ -344,7 +345,10 @@ assert swd["this chapter's run"] > 2 * swd["real (the floor)"], "the samples are
 # 0.05 against a floor of 0.06. Patch SWD says neither is: 85 and 55 against a floor of 11. The
 # eye agrees with SWD: the second run (`--pixel-feat 16`, a full-resolution head) draws cleaner
 # outlines, and both still speckle. On real emoji the same head bought nothing, so it is a flag,
-# not the default: measure both numbers on your own data.
+# not the default: measure both numbers on your own data. Both grids were drawn with DDIM-25 at
+# eta 1; the sampler is a lever too. SDE-DPM-Solver++(2M), minidiff's default since (chapter 6),
+# takes a default run's SWD from 88 to 63 at guidance 1, its FID from 0.10 to 0.08 ("The default
+# sampler" in benchmarks/RESULTS.md).
 #
 # ![default: FID 0.08, SWD 85](../docs/texture_sprites_default.png)
 # ![--pixel-feat 16: FID 0.05, SWD 55](../docs/texture_sprites_head16.png)

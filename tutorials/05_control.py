@@ -18,10 +18,11 @@
 # `tests/test_samplers.py` (`test_guidance_formula`) and `tests/test_pipeline.py`
 # (`test_class_and_mix_contexts`).
 #
-# This chapter samples with the pipeline's default sampler, DDIM with 25 steps (chapter 6
-# explains it; `sampler="ddpm"` gives the course's 500 steps, 20 times slower). It needs chapter
-# 4's trained run and trains it first if it is missing (a few minutes at full size), and the
-# feature classifier of `minidiff/evaluation/classifier.py` (about 2 more minutes the first time).
+# This chapter samples with the pipeline's default sampler, SDE-DPM-Solver++(2M) with 25 steps
+# (chapter 6 explains it; `sampler="ddpm"` gives the course's 500 steps, 20 times slower). It
+# needs chapter 4's trained run and trains it first if it is missing (a few minutes at full
+# size), and the feature classifier of `minidiff/evaluation/classifier.py` (about 2 more minutes
+# the first time).
 
 # %%
 import inspect
@@ -141,7 +142,7 @@ print("saved", ", ".join(str(OUT / f"05_guidance_{s:g}.png") for s in SCALES))
 # %%
 n = pick(500, 50)
 print(f"{'scale':>6} {'accuracy':>9} {'FID':>8} {'floor':>7} {'variety':>8}   ({n} samples each, "
-      "DDIM 25)")
+      "SDE-DPM++2M 25)")
 accuracy = {}
 for s in SCALES:
     r = evaluate(pipe, dataset, SamplerConfig(guidance=s), n=n, seed=1, classifier=classifier,

@@ -56,8 +56,9 @@ def add_sampler_arguments(parser, command: str = "sample") -> None:
         help="how to walk from noise to images")
     add("--steps", type=flags.rule_type(RULES["steps"]), help=f"DDIM / dpm++2m(-sde) updates "
         f"(default: {SamplerConfig.steps}); DDPM always takes all T")
-    add("--eta", type=flags.rule_type(RULES["eta"]), help=f"--sampler ddim's noise: 0 deterministic, 1 "
-        f"DDPM-like (default: {ETA:g}: visibly cleaner sprites, see minidiff/samplers.py)")
+    add("--eta", type=flags.rule_type(RULES["eta"]), help=f"--sampler ddim's noise: 0 "
+        f"deterministic, 1 DDPM-like (default: {ETA:g}: visibly cleaner sprites, see "
+        "minidiff/samplers.py)")
     add("--spacing", type=flags.rule_type(RULES["spacing"]), default=None,
         metavar="{" + ",".join(RULES["spacing"].choices) + "}", help="which timesteps DDIM or "
         "dpm++2m(-sde) visit (default: course for DDIM, trailing = T..0 evenly for dpm++2m)")
