@@ -51,6 +51,15 @@ def dpm_solver_coefficients(t, s, schedule: Schedule, t_prev=None):
 def dpm_solver_step(x_t, eps_theta, t, s, schedule: Schedule, x0_theta_prev=None, t_prev=None):
     """One DPM-Solver++(2M) update from t to s; returns (x_s, x0_theta). See the reference's
     `dpm_solver_step` for the math (Algorithm 2, lines 5 and 6), which this mirrors term by term."""
+    t, s, t_prev = _check_inputs(x_t, eps_theta, t, s, schedule, x0_theta_prev, t_prev)
+    dtype, shape = compute_dtype(x_t), (-1,) + (1,) * (x_t.ndim - 1)
+    ratio, phi, c = (a.to(dtype).reshape(shape)
+                     for a in dpm_solver_coefficients(t, s, schedule, t_prev))
+    return _update(x_t, eps_theta, t, schedule, ratio, phi, c, x0_theta_prev)
+
+
+def _check_inputs(x_t, eps_theta, t, s, schedule: Schedule, x0_theta_prev, t_prev):
+    """Both solvers' checks (the reference's `_check_inputs`); returns t, s, t_prev checked."""
     check_same_shape(x_t=x_t, eps_theta=eps_theta, x0_theta_prev=x0_theta_prev)
     if (x0_theta_prev is None) != (t_prev is None):
         raise ValueError("give x0_theta_prev and t_prev together (second order) or neither")
@@ -58,15 +67,16 @@ def dpm_solver_step(x_t, eps_theta, t, s, schedule: Schedule, x0_theta_prev=None
     s = check_t(s, schedule.T, x_t, name="s", low=0)
     if t_prev is not None:
         t_prev = check_t(t_prev, schedule.T, x_t, name="t_prev")
-    dtype = compute_dtype(x_t)
-    shape = (-1,) + (1,) * (x_t.ndim - 1)
-    ratio, phi, c = (a.to(dtype).reshape(shape)
-                     for a in dpm_solver_coefficients(t, s, schedule, t_prev))
+    return t, s, t_prev
+
+
+def _update(x_t, eps_theta, t, schedule: Schedule, ratio, phi, c, x0_theta_prev):
+    """(ratio * x_t + phi * D, x0_theta): Algorithm 2, lines 5 and 6, for either solver."""
     x0_theta = predict_x0(x_t, eps_theta, extract(schedule.alpha_bar, t, x_t))
     d = x0_theta
     if x0_theta_prev is not None:
-        d = x0_theta + c * (x0_theta - x0_theta_prev.to(dtype))  # Algorithm 2, line 5
-    return ratio * x_t.to(dtype) + phi * d, x0_theta  # Algorithm 2, line 6
+        d = x0_theta + c * (x0_theta - x0_theta_prev.to(ratio.dtype))  # line 5
+    return ratio * x_t.to(ratio.dtype) + phi * d, x0_theta  # line 6
 
 
 def dpm_solver_sde_coefficients(t, s, schedule: Schedule, t_prev=None):
@@ -85,22 +95,12 @@ def dpm_solver_sde_step(x_t, eps_theta, t, s, schedule: Schedule, z=None, x0_the
                         t_prev=None):
     """One SDE-DPM-Solver++(2M) update from t to s; returns (x_s, x0_theta). See the reference's
     `dpm_solver_sde_step`: x_s = ratio x_t + phi D + sigma z, D as in `dpm_solver_step`."""
-    check_same_shape(x_t=x_t, eps_theta=eps_theta, z=z, x0_theta_prev=x0_theta_prev)
-    if (x0_theta_prev is None) != (t_prev is None):
-        raise ValueError("give x0_theta_prev and t_prev together (second order) or neither")
-    t = check_t(t, schedule.T, x_t)
-    s = check_t(s, schedule.T, x_t, name="s", low=0)
-    if t_prev is not None:
-        t_prev = check_t(t_prev, schedule.T, x_t, name="t_prev")
-    dtype = compute_dtype(x_t)
-    shape = (-1,) + (1,) * (x_t.ndim - 1)
+    check_same_shape(x_t=x_t, z=z)
+    t, s, t_prev = _check_inputs(x_t, eps_theta, t, s, schedule, x0_theta_prev, t_prev)
+    dtype, shape = compute_dtype(x_t), (-1,) + (1,) * (x_t.ndim - 1)
     coefficients = dpm_solver_sde_coefficients(t, s, schedule, t_prev)
     if z is None:  # the z=None rule (samplers.check_z, which imports this module), on the host
         reference_samplers.check_z(None, coefficients[3].cpu().numpy(), "dpm_solver_sde_step")
     ratio, phi, c, sigma = (a.to(dtype).reshape(shape) for a in coefficients)
-    x0_theta = predict_x0(x_t, eps_theta, extract(schedule.alpha_bar, t, x_t))
-    d = x0_theta
-    if x0_theta_prev is not None:
-        d = x0_theta + c * (x0_theta - x0_theta_prev.to(dtype))  # Algorithm 2, line 5
-    x_s = ratio * x_t.to(dtype) + phi * d
-    return x_s if z is None else x_s + sigma * z.to(dtype), x0_theta
+    x_s, x0_theta = _update(x_t, eps_theta, t, schedule, ratio, phi, c, x0_theta_prev)
+    return (x_s if z is None else x_s + sigma * z.to(dtype)), x0_theta

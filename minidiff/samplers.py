@@ -327,29 +327,28 @@ def _torch_update(config: SamplerConfig):
         z = randn_like_step(x, seed, k) if config.eta > 0 else None
         return ddim_step(x, eps_theta, t, s, schedule, config.eta, z, config.clip_x0)
 
-    if config.sampler == "dpm++2m":
-        return _multistep(dpm_solver_step)
-    if config.sampler == "dpm++2m-sde":
-        def sde_step(x, eps_theta, t, s, schedule, seed, k, x0_theta_prev, t_prev):
-            z = randn_like_step(x, seed, k) if s > 0 else None  # s = 0: sigma = 0, no noise
-            return dpm_solver_sde_step(x, eps_theta, t, s, schedule, z, x0_theta_prev, t_prev)
-        return _multistep(sde_step, noisy=True)
+    def ode_step(x, eps_theta, t, s, schedule, seed, k, x0_theta_prev, t_prev):
+        return dpm_solver_step(x, eps_theta, t, s, schedule, x0_theta_prev, t_prev)
+
+    def sde_step(x, eps_theta, t, s, schedule, seed, k, x0_theta_prev, t_prev):
+        z = randn_like_step(x, seed, k) if s > 0 else None  # s = 0: sigma = 0, no noise
+        return dpm_solver_sde_step(x, eps_theta, t, s, schedule, z, x0_theta_prev, t_prev)
+
+    if config.sampler in DPM:
+        return _multistep(ode_step if config.sampler == "dpm++2m" else sde_step)
     return ddim if config.sampler == "ddim" else ddpm
 
 
-def _multistep(step, noisy=False):
-    """x_t -> x_s with DPM-Solver++(2M), which keeps one update's state for the next: the
-    previous x0_theta and the timestep it was predicted at (Algorithm 2's buffer Q). The first
-    update has none and is first order. `noisy`: `step` is the SDE's, which also takes the noise
-    index (seed, k) of update k; else the ODE's, deterministic."""
+def _multistep(step):
+    """x_t -> x_s with DPM-Solver++(2M), ODE or SDE, which keeps one update's state for the next:
+    the previous x0_theta and the timestep it was predicted at (Algorithm 2's buffer Q). The
+    first update has none and is first order. `step` takes the noise index (seed, k) of update k,
+    which the SDE draws its z with and the ODE ignores."""
     previous = (None, None)  # (x0_theta_prev, t_prev)
 
     def dpm(x, eps_theta, t, s, schedule, seed, k):
         nonlocal previous
-        if noisy:
-            x_s, x0_theta = step(x, eps_theta, t, s, schedule, seed, k, *previous)
-        else:
-            x_s, x0_theta = step(x, eps_theta, t, s, schedule, *previous)
+        x_s, x0_theta = step(x, eps_theta, t, s, schedule, seed, k, *previous)
         previous = (x0_theta, t)
         return x_s
 
@@ -370,14 +369,16 @@ def _fused_update(config: SamplerConfig):
         return kernels.ddim_step(x, eps_theta, t, s, schedule, eta=config.eta,
                                  clip_x0=config.clip_x0, seed=noise_seed, k=k)
 
-    if config.sampler == "dpm++2m":
-        return _multistep(kernels.dpm_solver_step)
-    if config.sampler == "dpm++2m-sde":
-        def sde_step(x, eps_theta, t, s, schedule, seed, k, x0_theta_prev, t_prev):
-            # the s = 0 update draws z too, times sigma = 0: the same pixels as the torch twin's
-            return kernels.dpm_solver_sde_step(x, eps_theta, t, s, schedule, None, x0_theta_prev,
-                                               t_prev, seed=seed, k=k)
-        return _multistep(sde_step, noisy=True)
+    def ode_step(x, eps_theta, t, s, schedule, seed, k, x0_theta_prev, t_prev):
+        return kernels.dpm_solver_step(x, eps_theta, t, s, schedule, x0_theta_prev, t_prev)
+
+    def sde_step(x, eps_theta, t, s, schedule, seed, k, x0_theta_prev, t_prev):
+        # the s = 0 update draws z too, times sigma = 0: the same pixels as the torch twin's
+        return kernels.dpm_solver_sde_step(x, eps_theta, t, s, schedule, None, x0_theta_prev,
+                                           t_prev, seed=seed, k=k)
+
+    if config.sampler in DPM:
+        return _multistep(ode_step if config.sampler == "dpm++2m" else sde_step)
     return ddim if config.sampler == "ddim" else ddpm
 
 

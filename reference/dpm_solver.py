@@ -73,22 +73,35 @@ def dpm_solver_step(x_t, eps_theta, t, s, schedule: Schedule, x0_theta_prev=None
     before this one). Keep the returned x0_theta for the next call. Coefficients:
     `dpm_solver_coefficients`.
     """
+    x_t, eps_theta, t, x0_theta_prev = _check_inputs(x_t, eps_theta, t, schedule, x0_theta_prev,
+                                                     t_prev)
+    ratio, phi, c = (a.reshape((-1,) + (1,) * (x_t.ndim - 1))
+                     for a in dpm_solver_coefficients(t, s, schedule, t_prev))
+    return _update(x_t, eps_theta, t, schedule, ratio, phi, c, x0_theta_prev)
+
+
+def _check_inputs(x_t, eps_theta, t, schedule: Schedule, x0_theta_prev, t_prev):
+    """Both solvers' checks: shapes, history given whole, t; returns x_t, eps_theta, t and
+    x0_theta_prev, as float64 arrays (t int64)."""
     x_t, eps_theta = np.asarray(x_t, np.float64), np.asarray(eps_theta, np.float64)
-    check_same_shape(x_t=x_t, eps_theta=eps_theta)
+    if x0_theta_prev is not None:
+        x0_theta_prev = np.asarray(x0_theta_prev, np.float64)
+    check_same_shape(x_t=x_t, eps_theta=eps_theta, x0_theta_prev=x0_theta_prev)
     if (x0_theta_prev is None) != (t_prev is None):
         raise ValueError("give x0_theta_prev and t_prev together (second order) or neither")
     t = check_t(t, schedule.T)
     if t.shape != (x_t.shape[0],):
         raise ValueError(f"t must have shape ({x_t.shape[0]},) to match x_t, got {t.shape}")
-    ratio, phi, c = (a.reshape((-1,) + (1,) * (x_t.ndim - 1))
-                     for a in dpm_solver_coefficients(t, s, schedule, t_prev))
+    return x_t, eps_theta, t, x0_theta_prev
+
+
+def _update(x_t, eps_theta, t, schedule: Schedule, ratio, phi, c, x0_theta_prev):
+    """(ratio * x_t + phi * D, x0_theta): Algorithm 2, lines 5 and 6, for either solver."""
     x0_theta = predict_x0(x_t, eps_theta, extract(schedule.alpha_bar, t, x_t))
     d = x0_theta
     if x0_theta_prev is not None:
-        x0_theta_prev = np.asarray(x0_theta_prev, np.float64)
-        check_same_shape(x_t=x_t, x0_theta_prev=x0_theta_prev)
-        d = x0_theta + c * (x0_theta - x0_theta_prev)  # Algorithm 2, line 5
-    return ratio * x_t + phi * d, x0_theta  # Algorithm 2, line 6
+        d = x0_theta + c * (x0_theta - x0_theta_prev)  # line 5
+    return ratio * x_t + phi * d, x0_theta  # line 6
 
 
 def dpm_solver_sde_coefficients(t, s, schedule: Schedule, t_prev=None):
@@ -124,26 +137,14 @@ def dpm_solver_sde_step(x_t, eps_theta, t, s, schedule: Schedule, z=None, x0_the
     the errors earlier updates made; the second-order D keeps it sharp in few steps. z may be
     None only where sigma = 0 (s = 0 for every sample).
     """
-    x_t, eps_theta = np.asarray(x_t, np.float64), np.asarray(eps_theta, np.float64)
-    check_same_shape(x_t=x_t, eps_theta=eps_theta, z=z)
-    if (x0_theta_prev is None) != (t_prev is None):
-        raise ValueError("give x0_theta_prev and t_prev together (second order) or neither")
-    t = check_t(t, schedule.T)
-    if t.shape != (x_t.shape[0],):
-        raise ValueError(f"t must have shape ({x_t.shape[0]},) to match x_t, got {t.shape}")
+    check_same_shape(x_t=x_t, z=z)
+    x_t, eps_theta, t, x0_theta_prev = _check_inputs(x_t, eps_theta, t, schedule, x0_theta_prev,
+                                                     t_prev)
     coefficients = dpm_solver_sde_coefficients(t, s, schedule, t_prev)
     check_z(z, coefficients[3], "dpm_solver_sde_step")
     ratio, phi, c, sigma = (a.reshape((-1,) + (1,) * (x_t.ndim - 1)) for a in coefficients)
-    x0_theta = predict_x0(x_t, eps_theta, extract(schedule.alpha_bar, t, x_t))
-    d = x0_theta
-    if x0_theta_prev is not None:
-        x0_theta_prev = np.asarray(x0_theta_prev, np.float64)
-        check_same_shape(x_t=x_t, x0_theta_prev=x0_theta_prev)
-        d = x0_theta + c * (x0_theta - x0_theta_prev)  # Algorithm 2, line 5
-    x_s = ratio * x_t + phi * d
-    if z is not None:
-        x_s = x_s + sigma * np.asarray(z, np.float64)
-    return x_s, x0_theta
+    x_s, x0_theta = _update(x_t, eps_theta, t, schedule, ratio, phi, c, x0_theta_prev)
+    return (x_s if z is None else x_s + sigma * np.asarray(z, np.float64)), x0_theta
 
 
 def dpm_solver_timesteps(T: int, n: int, spacing: str = "trailing") -> np.ndarray:
