@@ -19,6 +19,7 @@ import torch
 from minidiff.reference import noising as reference
 from minidiff.reference.noising import check_same_shape  # noqa: F401 (re-exported)
 
+P_MEAN, P_STD = reference.P_MEAN, reference.P_STD
 TABLES = ("beta", "alpha", "alpha_bar", "alpha_bar_prev", "beta_tilde")
 KINDS = reference.KINDS
 
@@ -129,3 +130,18 @@ def eps_from_v(x_t, v_theta, alpha_bar_t) -> torch.Tensor:
     dtype = compute_dtype(x_t)
     return ((1 - alpha_bar_t).sqrt().to(dtype) * x_t.to(dtype)
             + alpha_bar_t.sqrt().to(dtype) * v_theta.to(dtype))
+
+
+def log_sigma(schedule: Schedule) -> torch.Tensor:
+    """log sigma_t for t = 0..T, sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) (EDM's sigma;
+    -inf at t = 0), in the tables' float64."""
+    return 0.5 * torch.log((1 - schedule.alpha_bar) / schedule.alpha_bar)
+
+
+def lognormal_t(z: torch.Tensor, schedule: Schedule, p_mean: float = reference.P_MEAN,
+                p_std: float = reference.P_STD) -> torch.Tensor:
+    """Training timesteps in 1..T with log sigma_t ~ N(p_mean, p_std^2), from z ~ N(0, 1)
+    (EDM's p_train, rounded to the nearest log sigma_t): int64, on z's device."""
+    ls = log_sigma(schedule)[1:].to(z.device)  # t = 1..T
+    midpoints = (ls[1:] + ls[:-1]) / 2
+    return torch.bucketize(p_mean + p_std * z.to(ls.dtype), midpoints) + 1

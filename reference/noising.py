@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 KINDS = ("linear", "cosine")
+P_MEAN, P_STD = -1.2, 1.2  # EDM's p_train: log sigma ~ N(P_mean, P_std^2) (Karras et al. 2022)
 
 
 @dataclass(frozen=True)
@@ -162,3 +163,27 @@ def eps_from_v(x_t, v_theta, alpha_bar_t) -> np.ndarray:
     definition of v solved for eps, so every reverse step can take a v network's output.
     `alpha_bar_t` broadcasts against x_t (`extract`)."""
     return np.sqrt(1.0 - alpha_bar_t) * x_t + np.sqrt(alpha_bar_t) * v_theta
+
+
+def log_sigma(schedule: Schedule) -> np.ndarray:
+    """log sigma_t for t = 0..T, sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t): the noise level
+    of x_t / sqrt(alpha_bar_t) = x0 + sigma_t eps, the variable EDM (Karras et al. 2022) calls
+    sigma. -inf at t = 0; strictly increasing in t, since alpha_bar_t falls."""
+    with np.errstate(divide="ignore"):
+        return 0.5 * np.log((1.0 - schedule.alpha_bar) / schedule.alpha_bar)
+
+
+def lognormal_t(z, schedule: Schedule, p_mean: float = P_MEAN, p_std: float = P_STD) -> np.ndarray:
+    """Training timesteps in 1..T with log sigma_t ~ N(p_mean, p_std^2), from z ~ N(0, 1).
+
+    EDM's training distribution of noise levels, p_train(sigma) (Karras et al. 2022, section 5,
+    Table 1: ln sigma ~ N(P_mean, P_std^2)), on a discrete schedule: each draw
+    p_mean + p_std * z is rounded to the t whose log sigma_t (`log_sigma`) lies nearest, so the
+    boundaries between t and t + 1 are the midpoints of their log sigmas. DDPM's t ~ U{1..T}
+    spends half its steps on the course's schedule at sigma_t > 1.6 (t > 250), where only the
+    layout is decided; EDM's defaults put 43% of the draws at t <= 50 (sigma_t <= 0.24).
+    """
+    z = np.asarray(z, dtype=np.float64)
+    ls = log_sigma(schedule)[1:]  # t = 1..T
+    midpoints = (ls[1:] + ls[:-1]) / 2
+    return np.searchsorted(midpoints, p_mean + p_std * z, side="left").astype(np.int64) + 1

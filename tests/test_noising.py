@@ -173,3 +173,40 @@ def test_v_and_eps_are_two_views_of_one_forward_process(s, shape, seed):
     assert_close(minidiff.noising.eps_from_v(as_tensor(x_t), as_tensor(v),
                                              torch.from_numpy(alpha_bar_t)), eps,
                  what="eps_from_v")
+
+
+@given(schedules(), st.lists(st.floats(-8, 8), min_size=1, max_size=64),
+       st.floats(-3, 1), st.floats(0.1, 3))
+def test_lognormal_t_is_the_nearest_log_sigma(s, z, p_mean, p_std):
+    """EDM's p_train on a discrete schedule: each draw lands on a t in 1..T whose log sigma_t is
+    the nearest to p_mean + p_std z (no other t is nearer), larger z never gives a smaller t, and
+    the torch twin draws the same t."""
+    from minidiff.reference.noising import log_sigma, lognormal_t
+
+    z = np.sort(np.asarray(z))
+    t = lognormal_t(z, s, p_mean, p_std)
+    assert t.dtype == np.int64 and t.min() >= 1 and t.max() <= s.T
+    assert np.all(np.diff(t) >= 0)
+    ls, target = log_sigma(s)[1:], p_mean + p_std * z
+    distance = np.abs(ls[None, :] - target[:, None])  # (draws, T)
+    np.testing.assert_allclose(distance[np.arange(len(z)), t - 1], distance.min(1), rtol=1e-12)
+    twin = minidiff.noising.lognormal_t(torch.from_numpy(z), make_schedule_torch(
+        s.kind, s.T, *(() if s.kind == "cosine" else (s.beta[0], s.beta[-1]))), p_mean, p_std)
+    assert twin.dtype == torch.int64 and np.array_equal(twin.numpy(), t)
+
+
+def test_lognormal_t_lands_on_the_t_of_its_own_log_sigma():
+    from minidiff.reference.noising import log_sigma, lognormal_t
+
+    s = make_schedule()
+    t = np.arange(1, s.T + 1)
+    assert np.array_equal(lognormal_t(log_sigma(s)[t], s, p_mean=0.0, p_std=1.0), t)
+
+
+def test_lognormal_t_moves_training_to_low_noise():
+    """With EDM's defaults, 43% of the course schedule's draws fall at t <= 50 (sigma_t <= 0.24),
+    where U{1..T} puts 10%, and 13% above t = 200, where U{1..T} puts 60%."""
+    from minidiff.reference.noising import lognormal_t
+
+    t = lognormal_t(np.random.default_rng(0).standard_normal(200_000), make_schedule())
+    assert abs(np.mean(t <= 50) - 0.43) < 0.01 and abs(np.mean(t > 200) - 0.13) < 0.01

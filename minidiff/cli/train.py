@@ -29,6 +29,7 @@ GROUPS = {
                              "pixel_feat", "dropout", "prediction"],
     "optimisation": ["minutes", "batch_size", "optimizer", "lr", "weight_decay", "warmup_steps",
                      "lr_schedule", "ema_decay", "grad_clip", "loss_weight", "snr_gamma",
+                     "t_sampling", "p_mean", "p_std",
                      "context_drop", "hflip", "seed"],
     "engine": ["device", "precision", "channels_last", "compile", "threads"],
     "run folder": ["out", "sample_every", "checkpoint_every", "log_every", "progress"],

@@ -1,10 +1,10 @@
 """What each training step sees, as a pure function of (seed, step).
 
-A step draws a batch of images x0 with their contexts c, a timestep t ~ U{1..T} per image, the
-noise eps ~ N(0, I), which contexts are dropped to the null context, and which images are
-mirrored. None of it comes from a global random state: the data order of epoch e is a
-permutation seeded by (seed, e), and the draws of step s come from a generator seeded by
-(seed, s). Hence:
+A step draws a batch of images x0 with their contexts c, a timestep t ~ U{1..T} per image (or,
+given `t_of_z`, t = t_of_z(z) for z ~ N(0, 1): `noising.lognormal_t`), the noise eps ~ N(0, I),
+which contexts are dropped to the null context, and which images are mirrored. None of it
+comes from a global random state: the data order of epoch e is a permutation seeded by
+(seed, e), and the draws of step s come from a generator seeded by (seed, s). Hence:
 
 - resuming at step s draws exactly what the uninterrupted run drew at step s;
 - N data-parallel processes draw the same global batch as one process would, and each keeps its
@@ -50,8 +50,8 @@ class Batches:
 
     def __init__(self, images, contexts, *, T: int, batch_size: int, seed: int,
                  context_drop: float = 0.1, hflip: bool = False, rank: int = 0,
-                 world_size: int = 1):
-        self.images, self.contexts = images, contexts
+                 world_size: int = 1, t_of_z=None):
+        self.images, self.contexts, self.t_of_z = images, contexts, t_of_z
         self.T, self.batch_size, self.seed = T, batch_size, seed
         self.context_drop, self.hflip = context_drop, hflip
         self.rank, self.world_size = rank, world_size
@@ -79,6 +79,8 @@ class Batches:
         eps = torch.randn(shape, generator=g)
         keep = torch.rand(B, generator=g) >= self.context_drop
         flip = torch.rand(B, generator=g) < 0.5
+        if self.t_of_z is not None:  # drawn last, so the draws above stay those of U{1..T}
+            t = self.t_of_z(torch.randn(B, generator=g, dtype=torch.float64))
         mine = slice(self.rank * B // self.world_size, (self.rank + 1) * B // self.world_size)
         device = self.images.device
         rows = self.indices(step)[mine].to(device)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from minidiff.data.limits import IMAGE_SIZE_STEP, MAX_IMAGE_SIZE, check_image_size
 from minidiff.reference.noising import KINDS as SCHEDULES
+from minidiff.reference.noising import P_MEAN, P_STD
 from minidiff.unet import ARCHS, MAX_PIXEL_FEAT, PATCHES, PREDICTIONS
 from minidiff.utils.errors import MinidiffError
 from minidiff.utils.rules import check_settings, setting
@@ -32,6 +33,7 @@ OPTIMIZERS = ("adamw", "adam")
 LR_SCHEDULES = ("cosine", "constant", "course")
 PRECISIONS = ("auto", "fp32", "bf16")
 LOSS_WEIGHTS = ("uniform", "min-snr")
+T_SAMPLINGS = ("uniform", "lognormal")
 LOSSES = ("l1", "mse")  # the autoencoder's reconstruction loss
 MAX_IMAGES = 1_000_000  # 3 GB of float32 16x16 RGB: more does not fit a laptop's memory
 
@@ -116,7 +118,7 @@ PRESETS = {
         "ema_decay": 0.0, "grad_clip": 0.0, "context_drop": 0.1, "hflip": False,
         "precision": "fp32", "channels_last": False, "compile": False, "preset": "course",
         "patch": 2, "pixel_feat": 0, "dropout": 0.0, "prediction": "eps",
-        "loss_weight": "uniform",
+        "loss_weight": "uniform", "t_sampling": "uniform",
     },
 }
 
@@ -170,6 +172,14 @@ class TrainConfig:
                                "weight step t by min(SNR_t, gamma) / SNR_t (Hang et al. 2023)",
                                choices=LOSS_WEIGHTS)
     snr_gamma: float = setting(5.0, "gamma of --loss-weight min-snr (the paper's 5)", above=0)
+    t_sampling: str = setting("uniform", "how each image's t is drawn: uniform on 1..T (DDPM, "
+                              "the course), or lognormal: log sigma_t ~ N(p_mean, p_std^2), "
+                              "sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) (EDM, Karras et "
+                              "al. 2022)", choices=T_SAMPLINGS)
+    p_mean: float = setting(P_MEAN, "mean of log sigma_t under --t-sampling lognormal (EDM's "
+                            "-1.2)", low=-10, high=10)
+    p_std: float = setting(P_STD, "spread of log sigma_t under --t-sampling lognormal (EDM's "
+                           "1.2)", above=0, high=10)
     context_drop: float = setting(0.1, "share of contexts replaced by the null context (the "
                                   "course's)", low=0, below=1)
     hflip: bool = setting(False, "mirror half the images left-right")

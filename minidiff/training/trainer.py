@@ -9,7 +9,7 @@ runs the same loop with its own setup and step.
 Each step, DDPM Algorithm 1 as the course runs it:
   1. x0 ~ data, with its context c (one-hot class), zeroed for 10% of the batch: the "null"
      context that classifier-free guidance samples with
-  2. t ~ Uniform{1, ..., T}
+  2. t ~ Uniform{1, ..., T}, or with `--t-sampling lognormal` EDM's log sigma_t ~ N(-1.2, 1.2^2)
   3. eps ~ N(0, I)                  (1-3: `minidiff.training.batches`, a function of (seed, step))
   4. x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps   (DDPM eq. 4, `noising.q_sample`;
      not the course's form, which drops the square root on the noise coefficient)
@@ -26,6 +26,7 @@ Tutorial: tutorials/04_training.py.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import shutil
@@ -39,7 +40,7 @@ from minidiff.autoencoder import encode_dataset
 from minidiff.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from minidiff.data.datasets import dataset_hash, load_dataset
 from minidiff.ema import EMA, has_batchnorm, recalibrate_batchnorm
-from minidiff.noising import eps_from_v, make_schedule, q_sample
+from minidiff.noising import eps_from_v, lognormal_t, make_schedule, q_sample
 from minidiff.samplers import SAMPLER, SamplerConfig, sample_loop
 from minidiff.training import distributed, runs
 from minidiff.training.batches import Batches
@@ -87,6 +88,15 @@ class Trainer:
             self.close()
             raise
 
+    @staticmethod
+    def t_of_z(c: TrainConfig):
+        """Algorithm 1, line 3's t for `Batches`: None for t ~ U{1..T}, else z -> `lognormal_t`
+        on this run's schedule (on the CPU, where the batches are drawn)."""
+        if c.t_sampling == "uniform":
+            return None
+        schedule = make_schedule(c.schedule, c.timesteps, c.beta1, c.beta2)
+        return functools.partial(lognormal_t, schedule=schedule, p_mean=c.p_mean, p_std=c.p_std)
+
     def setup(self, c: TrainConfig) -> None:
         check_train_config(c)
         self.device = distributed.setup(self.env, resolve_device(c.device))
@@ -106,7 +116,7 @@ class Trainer:
         self.batches = Batches(images.to(self.device), self.dataset.contexts.to(self.device),
                                T=c.timesteps, batch_size=c.batch_size, seed=c.seed,
                                context_drop=c.context_drop, hflip=c.hflip, rank=self.env.rank,
-                               world_size=self.env.world_size)
+                               world_size=self.env.world_size, t_of_z=self.t_of_z(c))
         self.steps_per_epoch = self.batches.steps_per_epoch
         self.total = c.steps if c.epochs is None else max(1, round(c.epochs *
                                                                    self.steps_per_epoch))

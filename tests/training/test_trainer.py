@@ -223,6 +223,23 @@ def test_min_snr_weights_each_step_by_min_snr_gamma_over_snr(tmp_path):
         trainer.close()
 
 
+def test_lognormal_t_sampling_draws_on_the_run_schedule(tmp_path):
+    """--t-sampling lognormal: the trainer's batches take their t from `lognormal_t` on the run's
+    own schedule and its p_mean, p_std; uniform keeps DDPM's U{1..T} (`Batches`' own draw)."""
+    from minidiff.noising import lognormal_t, make_schedule
+
+    trainer = Trainer(tiny(tmp_path / "run", t_sampling="lognormal", p_mean=-0.5, p_std=0.7,
+                           schedule="cosine", timesteps=100))
+    try:
+        z = torch.linspace(-3, 3, 50, dtype=torch.float64)
+        expected = lognormal_t(z, make_schedule("cosine", 100), -0.5, 0.7)
+        assert torch.equal(trainer.batches.t_of_z(z), expected)
+        assert 1 <= trainer.batches(0).t.min() <= trainer.batches(0).t.max() <= 100
+    finally:
+        trainer.close()
+    assert Trainer.t_of_z(tiny(tmp_path / "u")) is None
+
+
 def test_v_prediction_trains_on_the_v_loss_and_loads_back_predicting_v(tmp_path):
     """The uniform loss of a v network, written on eps through `eps_from_v`, is || v - v_theta ||^2
     with v = `v_target(x0, t, eps)`; a saved v run loads back as the same v network."""
