@@ -291,6 +291,29 @@ for t_show in (1, 50, 150, 300, 450, 500):
 assert 1 / alpha_bar[T] > 100 * (1 / alpha_bar[1]), "v weights the noisiest steps far more"
 
 # %% [markdown]
+# A weight says how much each t counts; line 2 of Algorithm 1 says how often each t is drawn at
+# all. U{1..T} spends half of the draws at t > 250, where sigma_t = sqrt((1 - alpha_bar_t) /
+# alpha_bar_t), the noise level of x_t / sqrt(alpha_bar_t) = x0 + sigma_t eps, is above 1.6 and
+# only the layout is decided. EDM (Karras et al. 2022) draws log sigma ~ N(-1.2, 1.2^2) instead;
+# `--t-sampling lognormal` rounds that draw to the nearest t (`noising.lognormal_t`):
+
+# %%
+from minidiff.noising import lognormal_t
+
+z = torch.randn(100_000, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+drawn = {"U{1..T}": torch.randint(1, T + 1, (100_000,)), "lognormal": lognormal_t(z, schedule)}
+for name, t_drawn in drawn.items():
+    print(f"{name:10s} t <= 50: {(t_drawn <= 50).float().mean():.2f}   "
+          f"t > 250: {(t_drawn > 250).float().mean():.2f}")
+assert (drawn["lognormal"] <= 50).float().mean() > 4 * (drawn["U{1..T}"] <= 50).float().mean()
+
+# %% [markdown]
+# Measured, it is no free sharpening: moving the draws toward low noise (p_mean -0.6) made the
+# sprites' patch SWD a little lower but the Twitter emoji's worse on every measure, and moving them
+# up (p_mean 0.5) bought those emoji FID at the price of texture (benchmarks/RESULTS.md, "Where
+# the steps go"). So the default stays DDPM's U{1..T}.
+
+# %% [markdown]
 # What these buy on real images, measured (benchmarks/RESULTS.md, "A recipe for real images":
 # 5 CPU-minutes each on 1,334 Google emoji, FID on the 572 held out, floor 0.25, lower is better):
 #
