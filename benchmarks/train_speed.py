@@ -17,8 +17,9 @@
 #     python benchmarks/train_speed.py --variant precision=fp32 --variant threads=1
 #     OMP_NUM_THREADS=1 python benchmarks/train_speed.py --clock cpu   # on a busy machine
 #
-# `--variant key=value` times the trainer once more with one TrainConfig field changed, to show
-# where the speed comes from.
+# `--variant key=value[,key=value...]` times the trainer once more with those TrainConfig fields
+# changed, to show where the speed comes from, or what a recipe costs per step against the
+# default (`--variant patch=1,n_feat=16`, `--variant arch=course,n_feat=16`).
 
 from __future__ import annotations
 
@@ -110,20 +111,28 @@ def _time(step, args) -> float:
     return args.steps * args.batch_size / (clock() - start)
 
 
-def _parse_variant(text: str) -> tuple[str, object]:
-    key, _, value = text.partition("=")
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    if key not in fields:
-        raise SystemExit(f"--variant {text!r}: {key!r} is not a TrainConfig field")
+def _parse_variant(text: str) -> dict[str, object]:
+    """'key=value,key=value' as TrainConfig fields, each value as a bool, None, int or float
+    where it reads as one."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    variant = {}
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        if key not in fields:
+            raise SystemExit(f"--variant {text!r}: {key!r} is not a TrainConfig field")
+        variant[key] = _parse_value(value)
+    return variant
+
+
+def _parse_value(value: str) -> object:
     parsed = {"true": True, "false": False, "none": None}.get(value.lower(), value)
     if isinstance(parsed, str):
         for cast in (int, float):
             try:
-                parsed = cast(value)
-                break
+                return cast(value)
             except ValueError:
                 pass
-    return key, parsed
+    return parsed
 
 
 def main(argv=None) -> None:
@@ -145,9 +154,9 @@ def main(argv=None) -> None:
     for arch in args.arch or ["minidiff", "course"]:
         runs = {"course loop": lambda a=arch: time_course_loop(args, a),
                 "trainer (default recipe)": lambda a=arch: time_trainer(args, a)}
-        for key, value in args.variant:
-            runs[f"trainer, {key}={value}"] = lambda a=arch, k=key, v=value: time_trainer(
-                args, a, **{k: v})
+        for variant in args.variant:
+            name = "trainer, " + ",".join(f"{k}={v}" for k, v in variant.items())
+            runs[name] = lambda a=arch, v=variant: time_trainer(args, a, **v)
         speeds = {name: [] for name in runs}
         for _ in range(args.rounds):
             for name, run in runs.items():
