@@ -86,10 +86,11 @@ def _forever(loader):
         yield from loader
 
 
-def time_trainer(args, arch: str, **overrides) -> float:
-    """Images/s of `Trainer.train_step` with the default recipe (plus `overrides`)."""
+def time_trainer(args, default_arch: str, **overrides) -> float:
+    """Images/s of `Trainer.train_step` with the default recipe (plus `overrides`, which may
+    change the arch too)."""
     with tempfile.TemporaryDirectory() as out:
-        fields = dict(arch=arch, n_feat=args.n_feat, batch_size=args.batch_size,
+        fields = dict(arch=default_arch, n_feat=args.n_feat, batch_size=args.batch_size,
                       n_images=args.n_images, out=f"{out}/run", progress=False, device="cpu")
         config = TrainConfig(**{**fields, **overrides})  # a --variant may change any of them
         trainer = Trainer(config)
