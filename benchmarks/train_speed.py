@@ -118,9 +118,10 @@ def _parse_variant(text: str) -> dict[str, object]:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     variant = {}
     for item in text.split(","):
-        key, _, value = item.partition("=")
-        if key not in fields:
-            raise SystemExit(f"--variant {text!r}: {key!r} is not a TrainConfig field")
+        key, equals, value = item.partition("=")
+        if key not in fields or not equals:
+            raise argparse.ArgumentTypeError(  # argparse prints it as one line and exits 2
+                f"{text!r}: {item!r} is not key=value with a TrainConfig field as the key")
         variant[key] = _parse_value(value)
     return variant
 
