@@ -367,8 +367,12 @@ assert swd["this chapter's run"] > 2 * swd["real (the floor)"], "the samples are
 # held-out sprites on the left, samples on the right. FID calls both as good as real: 0.08 and
 # 0.05 against a floor of 0.06. Patch SWD says neither is: 85 and 55 against a floor of 11. The
 # eye agrees with SWD: the second run (`--pixel-feat 16`, a full-resolution head) draws cleaner
-# outlines, and both still speckle. On real emoji the same head bought nothing, so it is a flag,
-# not the default: measure both numbers on your own data. Both grids were drawn with DDIM-25 at
+# outlines, and both still speckle. On the rltiles items, also pixel art, the head lowers SWD at
+# the same FID; on real emoji it bought nothing, so it is a flag, not the default: measure both
+# numbers on your own data. Full resolution all the way down is no shortcut at this budget: at
+# the same CPU time, `--patch 1 --n-feat 16` (2.6x the cost per step) and the course's own
+# network at n_feat 16 lower SWD at guidance 1 and raise FID on every set they were run on ("The
+# other candidates" in benchmarks/RESULTS.md). Both grids were drawn with DDIM-25 at
 # eta 1; the sampler is a lever too. SDE-DPM-Solver++(2M), minidiff's default since (chapter 6),
 # takes a default run's SWD from 88 to 63 at guidance 1, its FID from 0.10 to 0.08 ("The default
 # sampler" in benchmarks/RESULTS.md).
