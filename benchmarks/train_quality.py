@@ -90,18 +90,24 @@ def parse_recipe(text: str) -> tuple[str, dict]:
     if not name or not _:
         raise argparse.ArgumentTypeError(f"{text!r}: write NAME=key=value,... (or NAME= for the "
                                          "default recipe)")
+    return name, parse_overrides(rest, f"recipe {name}")
+
+
+def parse_overrides(text: str, where: str) -> dict:
+    """'key=value,key=value' -> {TrainConfig field: value}, each value parsed by its field's
+    rule (also train_speed.py's --variant); `where` names the argument in the error line."""
     overrides = {}
-    for item in filter(None, rest.split(",")):
+    for item in filter(None, text.split(",")):
         key, _, value = item.partition("=")
         known = {f.name for f in dataclasses.fields(TrainConfig)}
         if key not in known or not _:
-            raise argparse.ArgumentTypeError(f"recipe {name}: {item!r} is not key=value with a "
+            raise argparse.ArgumentTypeError(f"{where}: {item!r} is not key=value with a "
                                              f"TrainConfig field ({', '.join(sorted(known))})")
-        overrides[key] = field_value(key, value, name)
-    return name, overrides
+        overrides[key] = field_value(key, value, where)
+    return overrides
 
 
-def field_value(key: str, text: str, recipe: str):
+def field_value(key: str, text: str, where: str):
     """The word `text` as a value of TrainConfig field `key`, by the field's own rule."""
     rule = RULES.get(key)
     if rule is None:
@@ -113,7 +119,7 @@ def field_value(key: str, text: str, recipe: str):
     try:
         return rule.parse(text)
     except MinidiffError as error:
-        raise argparse.ArgumentTypeError(f"recipe {recipe}: {key}: {error}") from None
+        raise argparse.ArgumentTypeError(f"{where}: {key}: {error}") from None
 
 
 def recipe_config(overrides: dict, budget: dict, common: dict) -> TrainConfig:

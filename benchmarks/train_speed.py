@@ -24,7 +24,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import tempfile
 import time
@@ -32,6 +31,7 @@ import time
 import torch
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
+from train_quality import parse_overrides  # beside this file: --variant reads as --recipe does
 
 from minidiff.data.sprites import make_sprites
 from minidiff.noising import make_schedule, q_sample
@@ -113,28 +113,9 @@ def _time(step, args) -> float:
 
 
 def _parse_variant(text: str) -> dict[str, object]:
-    """'key=value,key=value' as TrainConfig fields, each value as a bool, None, int or float
-    where it reads as one."""
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    variant = {}
-    for item in text.split(","):
-        key, equals, value = item.partition("=")
-        if key not in fields or not equals:
-            raise argparse.ArgumentTypeError(  # argparse prints it as one line and exits 2
-                f"{text!r}: {item!r} is not key=value with a TrainConfig field as the key")
-        variant[key] = _parse_value(value)
-    return variant
-
-
-def _parse_value(value: str) -> object:
-    parsed = {"true": True, "false": False, "none": None}.get(value.lower(), value)
-    if isinstance(parsed, str):
-        for cast in (int, float):
-            try:
-                return cast(value)
-            except ValueError:
-                pass
-    return parsed
+    """'key=value,key=value' as TrainConfig fields, read as `train_quality.py --recipe` reads
+    them (each by its field's rule)."""
+    return parse_overrides(text, f"--variant {text}")
 
 
 def main(argv=None) -> None:

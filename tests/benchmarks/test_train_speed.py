@@ -3,11 +3,13 @@
 
 import argparse
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))  # train_speed.py imports train_quality beside it
 spec = importlib.util.spec_from_file_location("train_speed", REPO / "benchmarks" / "train_speed.py")
 train_speed = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(train_speed)
@@ -20,8 +22,13 @@ def test_a_variant_reads_several_fields_with_their_types():
 
 @pytest.mark.parametrize("text", ["not_a_field=1", "patch=1,n_feat", "patch"])
 def test_a_bad_variant_names_itself(text):
-    with pytest.raises(argparse.ArgumentTypeError, match="not key=value"):
+    with pytest.raises(argparse.ArgumentTypeError, match="--variant .*not key=value"):
         train_speed._parse_variant(text)
+
+
+def test_a_bad_value_is_named_by_its_field():
+    with pytest.raises(argparse.ArgumentTypeError, match="--variant n_feat=many: n_feat"):
+        train_speed._parse_variant("n_feat=many")
 
 
 def test_the_toy_run_times_each_variant(capsys):
